@@ -1,0 +1,20 @@
+# The two promises: `make demo` runs the harness against PyBullet, `make test` runs the tests.
+# Each sets up what it needs (scripts/setup.sh is idempotent and quick when nothing changed).
+.PHONY: setup demo test bench-foundation clean
+
+RUN := scripts/env.sh
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(RUN) python -m harness_nodes.demo
+
+test: setup
+	@$(RUN) python -m pytest -q
+
+bench-foundation: setup
+	@$(RUN) python bench/foundation.py
+
+clean:
+	rm -rf build .venv

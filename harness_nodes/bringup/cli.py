@@ -1,0 +1,136 @@
+"""Start a stack from config/stack.yaml as separate node processes, without `ros2 launch`.
+
+    python -m harness_nodes.bringup.cli sim [--robot panda] [--use-sim-time] [-p node.param:=value]
+
+Every node is its own process with the parameter files the stack names (the same ones the launch
+files pass). SIGINT/SIGTERM are forwarded; if one node dies the others are stopped and the exit
+code says so. Children are tied to this process (PR_SET_PDEATHSIG) so none outlives it.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from harness_nodes.bringup.stack import load_stack_description, node_command
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: rely on the signal forwarding below
+        pass
+
+
+def parse_overrides(items: list[str], node_names: list[str]) -> dict[str, dict[str, str]]:
+    """`-p node.param:=value` (one node) or `-p param:=value` (every node)."""
+    per_node: dict[str, dict[str, str]] = {name: {} for name in node_names}
+    for item in items:
+        if ":=" not in item:
+            raise ValueError(f"parameter override '{item}' must look like [node.]name:=value")
+        key, value = item.split(":=", 1)
+        node, _, param = key.rpartition(".")
+        if node and node not in per_node:
+            raise ValueError(f"override '{item}' names unknown node '{node}'; nodes: {node_names}")
+        for name in ([node] if node else node_names):
+            per_node[name][param] = value
+    return per_node
+
+
+class Bringup:
+    def __init__(self, commands: dict[str, list[str]], stop_timeout: float = 10.0):
+        self.commands = commands
+        self.stop_timeout = stop_timeout
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._stopping = False
+
+    def start(self) -> None:
+        for name, cmd in self.commands.items():
+            print(f"[bringup] starting {name}: {' '.join(cmd)}", flush=True)
+            self.procs[name] = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        self._stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        deadline = time.monotonic() + self.stop_timeout
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"[bringup] {name} did not stop in {self.stop_timeout:.0f} s, killing", flush=True)
+                proc.kill()
+                proc.wait()
+
+    def run(self) -> int:
+        """Supervise until a signal arrives or a node dies; returns the exit code."""
+        received: list[int] = []
+
+        def on_signal(signum, _frame):
+            received.append(signum)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not received:
+                for name, proc in self.procs.items():
+                    code = proc.poll()
+                    if code is not None:
+                        print(f"[bringup] node '{name}' exited with code {code}; stopping the stack",
+                              file=sys.stderr, flush=True)
+                        self.stop()
+                        return code or 1
+                time.sleep(0.1)
+            print(f"[bringup] {signal.Signals(received[0]).name}: stopping the stack", flush=True)
+            self.stop(signal.SIGINT)
+            return 0
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            if not self._stopping:
+                self.stop()
+
+
+def build_commands(stack_name: str, robot: str | None, use_sim_time: bool | None,
+                   overrides: list[str], stack_file: str = "stack.yaml") -> dict[str, list[str]]:
+    stack = load_stack_description(stack_file).stack(stack_name)
+    per_node = parse_overrides(overrides, [n.name for n in stack.nodes])
+    commands = {}
+    for node in stack.nodes:
+        params: dict[str, object] = {}
+        if robot is not None:
+            params["robot"] = robot
+        if use_sim_time is not None:
+            params["use_sim_time"] = use_sim_time
+        params.update(per_node[node.name])
+        commands[node.name] = node_command(sys.executable, node, params)
+    return commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stack", help="stack name in config/stack.yaml, e.g. sim or robot")
+    parser.add_argument("--robot", help="robot description name (config/robots/<robot>.yaml)")
+    parser.add_argument("--use-sim-time", dest="use_sim_time", action="store_true", default=None)
+    parser.add_argument("--stack-file", default="stack.yaml")
+    parser.add_argument("-p", dest="overrides", action="append", default=[],
+                        metavar="[NODE.]PARAM:=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        commands = build_commands(args.stack, args.robot, args.use_sim_time, args.overrides,
+                                  args.stack_file)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"[bringup] {exc}", file=sys.stderr)
+        return 2
+    return Bringup(commands).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

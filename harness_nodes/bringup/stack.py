@@ -1,0 +1,99 @@
+"""The stack description: which nodes a stack runs, from which executable, with which parameters.
+
+`config/stack.yaml` is read here, and only here, by both `launch/*.launch.py` (on ROS 2
+installs) and the pip-only bringup command, so the two ways of starting the harness cannot drift.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness_nodes.common.paths import PACKAGE_NAME, resolve_config_file
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    executable: str = Field(min_length=1)
+    parameters: list[str] = []
+
+    @field_validator("name", "executable")
+    @classmethod
+    def _ros_name(cls, value: str) -> str:
+        if not set(value) <= _NAME_CHARS or value[0].isdigit():
+            raise ValueError(f"'{value}' is not a valid ROS node or executable name")
+        return value
+
+    def parameter_files(self) -> list[Path]:
+        files = [resolve_config_file(p) for p in self.parameters]
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"node '{self.name}': parameter file {f} not found")
+        return files
+
+
+class StackSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    nodes: list[NodeSpec] = Field(min_length=1)
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique(cls, nodes: list[NodeSpec]) -> list[NodeSpec]:
+        names = [n.name for n in nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"node names must be unique, got {names}")
+        return nodes
+
+
+class StackDescription(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stacks: dict[str, StackSpec]
+
+    def stack(self, name: str) -> StackSpec:
+        if name not in self.stacks:
+            raise KeyError(f"unknown stack '{name}'; stacks: {sorted(self.stacks)}")
+        return self.stacks[name]
+
+
+def load_stack_description(path: str | os.PathLike = "stack.yaml") -> StackDescription:
+    with open(resolve_config_file(path)) as f:
+        return StackDescription.model_validate(yaml.safe_load(f))
+
+
+def find_executable(executable: str) -> Path:
+    """`lib/<package>/<executable>` in the first ament prefix that has it, as launch_ros looks."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        candidate = Path(prefix) / "lib" / PACKAGE_NAME / executable
+        if prefix and candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"executable '{executable}' not found in lib/{PACKAGE_NAME}/ of AMENT_PREFIX_PATH; "
+        "run `make setup` (or `colcon build`) first")
+
+
+def ros_value(value) -> str:
+    """A Python value as a `-p name:=value` argument."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(ros_value(v) for v in value) + "]"
+    return str(value)
+
+
+def node_command(python: str, node: NodeSpec, overrides: dict[str, object]) -> list[str]:
+    """The command line that starts one node of the stack, as `ros2 launch` would."""
+    cmd = [python, str(find_executable(node.executable)), "--ros-args", "-r", f"__node:={node.name}"]
+    for f in node.parameter_files():
+        cmd += ["--params-file", str(f)]
+    for key, value in overrides.items():
+        cmd += ["-p", f"{key}:={ros_value(value)}"]
+    return cmd

@@ -1,0 +1,188 @@
+"""Scripted pick-and-place expert node: puts a named cube in the tray by sending action chunks
+to the controller router over /harness/command and reading /harness/execution.
+
+It reads object poses from /sim/ground_truth: it is the scripted expert that records
+demonstrations, not a harness node, and success is judged from ground truth. It never touches the
+simulation's internals or the arm's command topics.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Pose
+from pydantic import BaseModel, Field
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy
+
+from harness_nodes.common.params import ParameterError, declare_and_load
+from harness_nodes.expert.plan import Phase, PickPlaceConfig, plan_pick_place, waypoint_times
+from robot_harness.msg import ActionChunk, ExecutionFeedback, SimGroundTruth
+
+COMMAND_TOPIC = "/harness/command"
+FEEDBACK_TOPIC = "/harness/execution"
+GROUND_TRUTH_TOPIC = "/sim/ground_truth"
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
+            ExecutionFeedback.STATUS_REJECTED, ExecutionFeedback.STATUS_HELD)
+
+
+class ExpertParameters(BaseModel):
+    object_id: str = Field("red_cube", min_length=1, description="cube to put in the tray")
+    tray_id: str = Field("tray", min_length=1)
+    max_attempts: int = Field(3, ge=1, le=10, description="pick-and-place attempts")
+    phase_timeout: float = Field(30.0, gt=0.0, le=600.0, description="wall s per chunk")
+    task_timeout: float = Field(240.0, gt=0.0, le=3600.0, description="wall s for the whole task")
+    startup_timeout: float = Field(60.0, gt=0.0, le=600.0, description="wall s to find router and sim")
+
+
+class PickPlaceExpert(Node):
+    def __init__(self):
+        super().__init__("pick_place_expert")
+        self.params = declare_and_load(self, ExpertParameters)
+        self.plan_config = PickPlaceConfig()
+        self.command_pub = self.create_publisher(ActionChunk, COMMAND_TOPIC, RELIABLE)
+        self.create_subscription(ExecutionFeedback, FEEDBACK_TOPIC, self._on_feedback, RELIABLE)
+        self.create_subscription(SimGroundTruth, GROUND_TRUTH_TOPIC, self._on_ground_truth, 10)
+        self.ground_truth: SimGroundTruth | None = None
+        self.feedback: dict[str, ExecutionFeedback] = {}
+        self.commands_sent = 0
+        self.last_target: np.ndarray | None = None
+
+    # -- callbacks only store
+    def _on_feedback(self, msg: ExecutionFeedback) -> None:
+        if msg.status in TERMINAL or msg.chunk_id not in self.feedback:
+            self.feedback[msg.chunk_id] = msg
+
+    def _on_ground_truth(self, msg: SimGroundTruth) -> None:
+        self.ground_truth = msg
+
+    # -- helpers
+    def spin_until(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and rclpy.ok():
+            if predicate():
+                return True
+            rclpy.spin_once(self, timeout_sec=0.05)
+        return bool(predicate())
+
+    def object_pose(self, object_id: str) -> Pose | None:
+        gt = self.ground_truth
+        if gt is None or object_id not in gt.object_ids:
+            return None
+        return gt.poses[list(gt.object_ids).index(object_id)]
+
+    def send_phase(self, phase: Phase, attempt: int) -> ExecutionFeedback | None:
+        start = self.last_target if self.last_target is not None else phase.positions[0] + [0, 0, 0.3]
+        times = waypoint_times(start, phase.positions, self.plan_config)
+        chunk = ActionChunk()
+        chunk.header.stamp = self.get_clock().now().to_msg()
+        chunk.header.frame_id = "world"
+        chunk.chunk_id = f"expert-{phase.name}-{attempt}-{uuid.uuid4().hex[:8]}"
+        chunk.source = "scripted_expert"
+        chunk.attempt = attempt
+        chunk.space = ActionChunk.SPACE_END_EFFECTOR
+        for p, t in zip(phase.positions, times):
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
+            qx, qy, qz, qw = (float(v) for v in phase.quaternion)
+            pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = qx, qy, qz, qw
+            chunk.ee_poses.append(pose)
+            sec = int(t)
+            chunk.ee_times.append(Duration(sec=sec, nanosec=int((t - sec) * 1e9)))
+        chunk.gripper_command = phase.gripper
+        self.command_pub.publish(chunk)
+        self.commands_sent += 1
+        self.last_target = phase.positions[-1]
+        done = self.spin_until(lambda: chunk.chunk_id in self.feedback
+                               and self.feedback[chunk.chunk_id].status in TERMINAL,
+                               self.params.phase_timeout)
+        fb = self.feedback.get(chunk.chunk_id)
+        status = fb.status if fb else "none"
+        self.get_logger().info(f"phase {phase.name} (attempt {attempt}): status {status}"
+                               + (f" ({fb.message})" if fb and fb.message else ""))
+        return fb if done else None
+
+    def wait_for_system(self) -> bool:
+        """Ground truth is flowing and the router listens on the command topic."""
+        return self.spin_until(lambda: self.ground_truth is not None
+                               and self.command_pub.get_subscription_count() > 0,
+                               self.params.startup_timeout)
+
+    def attempt_pick_place(self, attempt: int) -> bool:
+        obj = self.object_pose(self.params.object_id)
+        tray = self.object_pose(self.params.tray_id)
+        if obj is None or tray is None:
+            self.get_logger().error(f"'{self.params.object_id}' or '{self.params.tray_id}' not in ground truth")
+            return False
+        phases = plan_pick_place(
+            [obj.position.x, obj.position.y, obj.position.z],
+            [obj.orientation.x, obj.orientation.y, obj.orientation.z, obj.orientation.w],
+            [tray.position.x, tray.position.y, tray.position.z], self.plan_config)
+        for phase in phases:
+            fb = self.send_phase(phase, attempt)
+            if fb is None or fb.status != ExecutionFeedback.STATUS_SUCCEEDED:
+                return False
+            if phase.name == "lift":
+                rclpy.spin_once(self, timeout_sec=0.2)
+                if self.ground_truth.held_object != self.params.object_id:
+                    self.get_logger().warn("grasp check: object not held after lift; retrying")
+                    return False
+        return True
+
+    def in_tray(self) -> bool:
+        gt = self.ground_truth
+        return gt is not None and self.params.object_id in gt.in_tray and gt.held_object == ""
+
+    def run(self) -> dict:
+        wall_start = time.monotonic()
+        if not self.wait_for_system():
+            return {"success": False, "reason": "router or simulation not found",
+                    "commands_sent": 0, "attempts": 0}
+        sim_start = self.ground_truth.header.stamp.sec + self.ground_truth.header.stamp.nanosec * 1e-9
+        attempts = 0
+        success = False
+        while attempts < self.params.max_attempts and not success:
+            if time.monotonic() - wall_start > self.params.task_timeout:
+                break
+            attempts += 1
+            if self.attempt_pick_place(attempts):
+                success = self.spin_until(self.in_tray, 5.0)
+        gt = self.ground_truth
+        sim_end = gt.header.stamp.sec + gt.header.stamp.nanosec * 1e-9
+        return {
+            "success": success,
+            "object": self.params.object_id,
+            "attempts": attempts,
+            "commands_sent": self.commands_sent,
+            "sim_time_s": round(sim_end - sim_start, 2),
+            "wall_time_s": round(time.monotonic() - wall_start, 2),
+        }
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        expert = PickPlaceExpert()
+    except ParameterError as exc:
+        print(f"pick_place_expert: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        summary = expert.run()
+    except KeyboardInterrupt:
+        summary = {"success": False, "reason": "interrupted"}
+    print("pick-and-place summary: " + json.dumps(summary), flush=True)
+    expert.destroy_node()
+    rclpy.try_shutdown()
+    return 0 if summary.get("success") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""PyBullet arm + controller router, from the `sim` stack of config/stack.yaml.
+
+    ros2 launch robot_harness sim.launch.py [robot:=panda] [use_sim_time:=true] [gui:=false]
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _stack import stack_launch_description  # noqa: E402
+
+
+def generate_launch_description():
+    return stack_launch_description("sim", use_sim_time_default="true")
