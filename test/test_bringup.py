@@ -1,0 +1,84 @@
+"""The pip-only bringup: starts the `sim` stack as separate processes, forwards signals, stops the
+stack when a node dies, leaves no orphans."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sensor_msgs.msg import JointState
+
+from conftest import REPO, ros_env, spin_until
+
+pytestmark = pytest.mark.integration
+
+
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def bringup(domain_id, tmp_path):
+    log = open(tmp_path / "bringup.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness_nodes.bringup.cli", "sim", "--use-sim-time",
+         "-p", "sim.real_time_factor:=1.0", "-p", "sim.cameras:=[scene]"],
+        env=ros_env(domain_id), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    log.close()
+
+
+def wait_for_joint_states(ros_node) -> list:
+    received = []
+    ros_node.create_subscription(JointState, "/joint_states", received.append, 10)
+    assert spin_until(ros_node, lambda: len(received) > 3, timeout=45.0), "no /joint_states from the stack"
+    return received
+
+
+def test_sigterm_stops_every_node_cleanly(bringup, ros_node):
+    wait_for_joint_states(ros_node)
+    kids = children_of(bringup.pid)
+    assert len(kids) == 2, "one process per node of the sim stack"
+    bringup.send_signal(signal.SIGTERM)
+    assert bringup.wait(20) == 0
+    deadline = time.monotonic() + 5
+    while any(alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(k) for k in kids), "node processes outlived the bringup"
+
+
+def test_a_dying_node_stops_the_stack_with_an_error(bringup, ros_node):
+    wait_for_joint_states(ros_node)
+    kids = children_of(bringup.pid)
+    router = next(k for k in kids if "controller_router" in Path(f"/proc/{k}/cmdline").read_text())
+    os.kill(router, signal.SIGKILL)
+    assert bringup.wait(20) != 0
+    time.sleep(0.5)
+    assert not any(alive(k) for k in kids)
+
+
+def test_unknown_stack_is_refused(domain_id):
+    result = subprocess.run([sys.executable, "-m", "harness_nodes.bringup.cli", "nope"],
+                            env=ros_env(domain_id), cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown stack 'nope'" in result.stderr

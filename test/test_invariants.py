@@ -1,0 +1,77 @@
+"""Architecture invariants (design §4), checked on the source tree."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "harness_nodes"
+# Modules where ROS meets a core: node files, the bringup/demo launchers, and the expert node.
+ROS_MODULES = {"node.py"}
+ROS_ALLOWED = {"harness_nodes/bringup/cli.py", "harness_nodes/demo.py", "harness_nodes/common/params.py"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def python_files():
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_pure_cores_never_import_rclpy():
+    offenders = []
+    for path in python_files():
+        rel = str(path.relative_to(REPO))
+        if path.name in ROS_MODULES or rel in ROS_ALLOWED:
+            continue
+        if imported_modules(path) & {"rclpy", "rclpy_lifecycle"}:
+            offenders.append(rel)
+    assert offenders == [], f"pure cores importing rclpy: {offenders}"
+
+
+def test_no_harness_node_reads_ground_truth_or_imports_the_simulation():
+    allowed = ("harness_nodes/sim/", "harness_nodes/expert/")
+    offenders = []
+    for path in python_files():
+        rel = str(path.relative_to(REPO))
+        if rel.startswith(allowed):
+            continue
+        text = path.read_text()
+        if "SimGroundTruth" in text or "/sim/ground_truth" in text or "harness_nodes.sim" in text:
+            offenders.append(rel)
+        if "pybullet" in imported_modules(path) - {"pybullet_data"}:
+            offenders.append(rel)
+    assert offenders == [], f"harness code that sees the simulation's internals: {offenders}"
+
+
+def test_only_the_controller_router_publishes_to_the_arm_command_topics():
+    offenders = []
+    for path in python_files():
+        rel = str(path.relative_to(REPO))
+        if rel.startswith(("harness_nodes/router/", "harness_nodes/sim/", "harness_nodes/common/")):
+            continue
+        text = path.read_text()
+        if re.search(r"(arm|gripper)_controller/|\barm_topic\b|\bgripper_topic\b", text):
+            offenders.append(rel)
+    assert offenders == [], f"modules that name the arm's command topics: {offenders}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "msg").glob("*.msg")), ids=lambda p: p.name)
+def test_every_harness_message_carries_a_header(path):
+    first_field = next(line for line in path.read_text().splitlines()
+                       if line.strip() and not line.lstrip().startswith("#"))
+    assert first_field.split()[:2] == ["std_msgs/Header", "header"]
+
+
+def test_every_module_says_what_it_owns():
+    missing = [str(p.relative_to(REPO)) for p in python_files() if ast.get_docstring(ast.parse(p.read_text())) is None]
+    assert missing == []
