@@ -1,0 +1,389 @@
+"""RouterCore: validation, IK, time scaling and the execution monitor, without ROS.
+
+Pure: no rclpy. The node converts messages into `ChunkInput` and joint-state dicts, calls
+`submit()` and, on a `Plan`, `start()`; then it calls `update()` at its monitor rate and acts on
+the returned events (publish the gripper trajectory, publish the final feedback).
+
+Time is whatever clock the caller uses (the node's clock: sim or wall), in seconds.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from harness_nodes.common.robot_description import RobotDescription
+from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.router.trajectory import (GripperTrajectory, JointTrajectory, TimingLimits,
+                                             build_arm_trajectory, build_gripper_trajectory)
+from harness_nodes.router.validation import (ChunkInput, Failure, GripperCommand, Rejection, Space,
+                                             ValidationLimits, validate_chunk)
+
+
+class RouterParameters(BaseModel):
+    """The controller router's ROS parameters (config/router.yaml); extra fields have defaults."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml")
+    command_topic: str = Field("/harness/command", min_length=1)
+    feedback_topic: str = Field("/harness/execution", min_length=1)
+    joint_limit_margin: float = Field(0.02, ge=0.0, le=0.2, description="rad kept inside every position limit")
+    velocity_scale: float = Field(0.5, gt=0.0, le=1.0, description="fraction of each velocity limit")
+    min_segment_time: float = Field(0.2, gt=0.0, le=10.0, description="s between two waypoints, at least")
+    max_chunk_duration: float = Field(30.0, gt=0.0, le=600.0, description="s, longer chunks are rejected")
+    ik_max_iterations: int = Field(200, ge=1, le=10000)
+    ik_tolerance: float = Field(0.001, gt=0.0, le=0.05, description="m and rad")
+    tracking_tolerance: float = Field(0.05, gt=0.0, le=0.5, description="rad after settling")
+    settle_time: float = Field(0.5, ge=0.0, le=30.0, description="s allowed after the trajectory ends")
+    gripper_settle_time: float = Field(1.0, ge=0.0, le=30.0, description="s allowed for the gripper")
+    workspace_min: list[float] = Field([-0.9, -0.9, -0.02], min_length=3, max_length=3)
+    workspace_max: list[float] = Field([0.9, 0.9, 1.2], min_length=3, max_length=3)
+    # Additions (not in config/router.yaml; defaults used):
+    acceleration_scale: float = Field(0.5, gt=0.0, le=1.0, description="fraction of each acceleration limit")
+    state_timeout: float = Field(1.0, gt=0.0, le=60.0, description="s, older joint states count as no state")
+    max_chunk_points: int = Field(200, ge=1, le=10000, description="waypoints per chunk, at most")
+    gripper_tolerance: float = Field(0.002, gt=0.0, le=0.05, description="m of width counted as reached")
+    path_check_samples: int = Field(8, ge=1, le=100, description="FK workspace checks per segment")
+
+    @field_validator("workspace_min", "workspace_max", mode="before")
+    @classmethod
+    def _listify(cls, value):
+        return list(value) if not isinstance(value, (list, str)) and hasattr(value, "__iter__") else value
+
+    @model_validator(mode="after")
+    def _box(self) -> "RouterParameters":
+        for name in ("workspace_min", "workspace_max"):
+            if not all(math.isfinite(v) for v in getattr(self, name)):
+                raise ValueError(f"{name} must be finite")
+        if not all(a < b for a, b in zip(self.workspace_min, self.workspace_max)):
+            raise ValueError("workspace_min must be < workspace_max on every axis")
+        return self
+
+
+@dataclass(frozen=True)
+class Plan:
+    chunk_id: str
+    attempt: int
+    source: str
+    arm: JointTrajectory
+    gripper_command: GripperCommand
+    gripper_width: float | None           # target, m
+    clamps: int
+    ik_iterations: int = 0
+    ik_time: float = 0.0                  # s spent in IK
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """The chunk repeats the executing (or a recently finished) one; it is ignored."""
+    chunk_id: str
+    finished: "Finished | None" = None    # the earlier outcome, if that chunk already finished
+
+
+# -- monitor events
+@dataclass(frozen=True)
+class StartGripper:
+    chunk_id: str
+    trajectory: GripperTrajectory
+
+
+@dataclass(frozen=True)
+class Executing:
+    chunk_id: str
+    phase: str
+    progress: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    chunk_id: str
+    attempt: int
+    succeeded: bool
+    failure: Failure
+    message: str
+    tracking_error: float
+    gripper_width: float
+    progress: float
+    clamps: int
+
+
+@dataclass
+class _Execution:
+    plan: Plan
+    start: float
+    phase: str = "arm"                    # arm -> gripper -> done
+    arm_end: float = 0.0
+    tracking_error: float = math.nan
+    gripper: GripperTrajectory | None = None
+    gripper_start: float = 0.0
+    gripper_start_width: float | None = None
+    widths: deque = field(default_factory=lambda: deque(maxlen=200))  # (t, width)
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    rejected: int = 0
+    clamps: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    busy: int = 0
+
+
+STALL_WINDOW = 0.2      # s over which an unchanged finger width counts as stopped
+STALL_DELTA = 5e-4      # m
+STALL_MIN_TIME = 0.3    # s after the gripper command before a stall may count
+
+
+class RouterCore:
+    def __init__(self, description: RobotDescription, params: RouterParameters,
+                 kinematics: ArmKinematics | None = None):
+        self.description = description
+        self.params = params
+        arm = description.arm
+        self.arm_joints = list(arm.joint_names)
+        self.finger_joints = list(description.gripper.joint_names)
+        self.kinematics = kinematics or ArmKinematics(description.urdf_path, arm.joint_names,
+                                                      description.end_effector_frame,
+                                                      arm.position_lower, arm.position_upper, arm.home)
+        self.limits = ValidationLimits(
+            joint_names=self.arm_joints, position_lower=arm.position_lower, position_upper=arm.position_upper,
+            joint_limit_margin=params.joint_limit_margin, max_chunk_duration=params.max_chunk_duration,
+            max_points=params.max_chunk_points, workspace_min=params.workspace_min,
+            workspace_max=params.workspace_max, gripper_min_width=description.gripper.min_width,
+            gripper_max_width=description.gripper.max_width,
+            accepted_frames=["", "world", description.base_frame])
+        self.timing = TimingLimits(np.asarray(arm.velocity_limit), np.asarray(arm.acceleration_limit),
+                                   params.velocity_scale, params.acceleration_scale, params.min_segment_time)
+        self.counters = Counters()
+        self.execution: _Execution | None = None
+        self.finished: dict[str, Finished] = {}
+        self._finished_order: deque = deque()
+
+    # ------------------------------------------------------------------ submission
+    @property
+    def busy(self) -> bool:
+        return self.execution is not None
+
+    @property
+    def active_chunk_id(self) -> str | None:
+        return self.execution.plan.chunk_id if self.execution else None
+
+    def _reject(self, failure: Failure, reason: str) -> Rejection:
+        self.counters.rejected += 1
+        return Rejection(failure, reason)
+
+    def arm_state(self, joint_positions: dict[str, float] | None) -> np.ndarray | str:
+        """Measured arm positions in description order, or the reason there are none."""
+        if not joint_positions:
+            return "no state: no joint state received yet"
+        missing = [n for n in self.arm_joints if n not in joint_positions]
+        if missing:
+            return f"no state: joint state lacks {missing}"
+        q = np.array([joint_positions[n] for n in self.arm_joints], dtype=float)
+        if not np.all(np.isfinite(q)):
+            return "no state: measured joint positions are not finite"
+        return q
+
+    def finger_width(self, joint_positions: dict[str, float] | None) -> float | None:
+        if not joint_positions or not all(n in joint_positions for n in self.finger_joints):
+            return None
+        w = float(sum(joint_positions[n] for n in self.finger_joints))
+        return w if math.isfinite(w) else None
+
+    def submit(self, chunk: ChunkInput, joint_positions: dict[str, float] | None,
+               state_age: float | None = None) -> Plan | Rejection | Duplicate:
+        """Validate and plan a chunk against the measured state (received `state_age` s ago).
+        Does not start it: on a Plan the caller publishes it and calls `start()`."""
+        if self.execution is not None and chunk.chunk_id == self.execution.plan.chunk_id:
+            self.counters.duplicates += 1
+            return Duplicate(chunk.chunk_id)
+        if chunk.chunk_id in self.finished:
+            self.counters.duplicates += 1
+            return Duplicate(chunk.chunk_id, self.finished[chunk.chunk_id])
+        if self.execution is not None:
+            self.counters.busy += 1
+            return self._reject(Failure.BUSY, f"busy: chunk '{self.execution.plan.chunk_id}' is executing")
+        valid = validate_chunk(chunk, self.limits)
+        if isinstance(valid, Rejection):
+            self.counters.rejected += 1
+            return valid
+        if joint_positions and state_age is not None and state_age > self.params.state_timeout:
+            return self._reject(Failure.NO_STATE, f"no state: last joint state is {state_age:.2f} s old "
+                                f"(state_timeout {self.params.state_timeout} s)")
+        current = self.arm_state(joint_positions)
+        if isinstance(current, str):
+            return self._reject(Failure.NO_STATE, current)
+        others = {n: joint_positions[n] for n in self.finger_joints if n in joint_positions}
+        ik_iters, ik_time = 0, 0.0
+        if valid.space == Space.END_EFFECTOR:
+            targets = np.zeros((len(valid.times), len(self.arm_joints)))
+            seed = current
+            for i, (p, quat) in enumerate(zip(valid.ee_positions, valid.ee_quaternions)):
+                result = self.kinematics.ik(pose_to_se3(p, quat), seed, others=others,
+                                            max_iterations=self.params.ik_max_iterations,
+                                            tolerance=self.params.ik_tolerance,
+                                            margin=self.params.joint_limit_margin)
+                ik_iters += result.iterations
+                ik_time += result.solve_time
+                if not result.success:
+                    return self._reject(Failure.IK, f"IK failed for ee_poses[{i}] at {np.round(p, 4).tolist()}: "
+                                        f"best error {result.position_error * 1000:.1f} mm / "
+                                        f"{result.orientation_error:.3f} rad after {result.iterations} "
+                                        f"iterations from {result.starts} starts")
+                targets[i] = result.q
+                seed = result.q
+        else:
+            targets = np.tile(current, (len(valid.times), 1))
+            for k, name in enumerate(valid.joint_names):
+                targets[:, self.arm_joints.index(name)] = valid.joint_positions[:, k]
+        traj = build_arm_trajectory(self.arm_joints, current, targets, valid.times, self.timing)
+        path_problem = self._path_outside_workspace(traj, others)
+        if path_problem:
+            return self._reject(Failure.LIMIT_VIOLATION, path_problem)
+        self.counters.accepted += 1
+        self.counters.clamps += valid.clamps
+        notes = valid.notes + ((f"{traj.lengthened} segment(s) slowed to respect joint limits",)
+                               if traj.lengthened else ())
+        return Plan(valid.chunk_id, valid.attempt, valid.source, traj, valid.gripper_command,
+                    valid.gripper_width, valid.clamps, ik_iters, ik_time, notes)
+
+    def _path_outside_workspace(self, traj: JointTrajectory, others: dict[str, float]) -> str | None:
+        """FK along the (linearly interpolated) joint path must stay in the workspace box. The first
+        segment is exempt if the arm starts outside the box (so it can be brought back)."""
+        lo, hi = np.asarray(self.params.workspace_min), np.asarray(self.params.workspace_max)
+        start = self.kinematics.fk(traj.positions[0], others).translation
+        start_outside = bool(np.any((start < lo) | (start > hi)))
+        n = self.params.path_check_samples
+        for s in range(len(traj.times) - 1):
+            for k in range(1, n + 1):
+                a = k / n
+                if s == 0 and start_outside and a < 1.0:
+                    continue
+                q = (1 - a) * traj.positions[s] + a * traj.positions[s + 1]
+                p = self.kinematics.fk(q, others).translation
+                if np.any((p < lo) | (p > hi)):
+                    return (f"path leaves the workspace box at segment {s} ({a:.2f}): end-effector at "
+                            f"{np.round(p, 3).tolist()} m, box {self.params.workspace_min}..{self.params.workspace_max}")
+        return None
+
+    # ------------------------------------------------------------------ execution monitor
+    def start(self, plan: Plan, now: float) -> None:
+        if self.execution is not None:
+            raise RuntimeError(f"chunk '{self.execution.plan.chunk_id}' is still executing")
+        self.execution = _Execution(plan, now, arm_end=now + plan.arm.duration)
+
+    def progress(self, now: float) -> float:
+        ex = self.execution
+        if ex is None:
+            return 0.0
+        total = ex.plan.arm.duration + (ex.gripper.duration if ex.gripper else 0.0)
+        return float(np.clip((now - ex.start) / total, 0.0, 1.0)) if total > 0 else 1.0
+
+    def update(self, now: float, joint_positions: dict[str, float] | None,
+               state_time: float | None) -> list:
+        """Advance the monitor. `state_time` is when `joint_positions` was received (same clock)."""
+        ex = self.execution
+        if ex is None:
+            return []
+        fresh = state_time is not None and now - state_time <= self.params.state_timeout
+        events: list = []
+        if ex.phase == "arm":
+            if now < ex.arm_end:
+                return [Executing(ex.plan.chunk_id, "arm", self.progress(now))]
+            q = self.arm_state(joint_positions) if fresh else "no state: joint states are stale"
+            if not isinstance(q, str):
+                ex.tracking_error = float(np.max(np.abs(q - ex.plan.arm.final)))
+                if ex.tracking_error <= self.params.tracking_tolerance:
+                    ex.phase = "gripper"
+                    return self._start_gripper(ex, now, joint_positions)
+            if now > ex.arm_end + self.params.settle_time:
+                if isinstance(q, str):
+                    return [self._finish(ex, now, False, Failure.TIMEOUT,
+                                         f"arm did not report reaching the target within settle_time "
+                                         f"{self.params.settle_time} s ({q})", joint_positions)]
+                return [self._finish(ex, now, False, Failure.TRACKING,
+                                     f"tracking error {ex.tracking_error:.4f} rad > tracking_tolerance "
+                                     f"{self.params.tracking_tolerance} rad after settle_time", joint_positions)]
+            return events
+        if ex.phase == "gripper":
+            width = self.finger_width(joint_positions) if fresh else None
+            elapsed = now - ex.gripper_start
+            target = ex.gripper.width
+            if width is not None:
+                ex.widths.append((now, width))
+                if abs(width - target) <= self.params.gripper_tolerance:
+                    return [self._finish(ex, now, True, Failure.NONE, "", joint_positions)]
+                start_width = ex.gripper_start_width if ex.gripper_start_width is not None else ex.widths[0][1]
+                moved = abs(width - start_width) >= STALL_DELTA
+                # Fingers that moved and then stopped short of the target are blocked (by an object).
+                if moved and elapsed >= STALL_MIN_TIME and self._stalled(ex, now):
+                    return [self._finish(ex, now, True, Failure.NONE,
+                                         f"gripper stopped at {width:.4f} m (target {target:.4f} m)",
+                                         joint_positions)]
+                # Fingers that never moved: already blocked when closing, else the gripper did not respond.
+                if not moved and elapsed > ex.gripper.duration + self.params.gripper_settle_time \
+                        and ex.plan.gripper_command == GripperCommand.CLOSE:
+                    return [self._finish(ex, now, True, Failure.NONE,
+                                         f"gripper did not move: already closed on something at {width:.4f} m",
+                                         joint_positions)]
+            elif elapsed >= ex.gripper.duration and not self._have_fingers(joint_positions):
+                return [self._finish(ex, now, True, Failure.NONE,
+                                     "gripper width not measured (no finger joint states)", joint_positions)]
+            if elapsed > ex.gripper.duration + self.params.gripper_settle_time:
+                return [self._finish(ex, now, False, Failure.TIMEOUT,
+                                     f"gripper did not reach {target:.4f} m or stop within "
+                                     f"{ex.gripper.duration + self.params.gripper_settle_time:.2f} s", joint_positions)]
+            return [Executing(ex.plan.chunk_id, "gripper", self.progress(now))]
+        return events
+
+    def _have_fingers(self, joint_positions) -> bool:
+        return bool(joint_positions) and all(n in joint_positions for n in self.finger_joints)
+
+    def _stalled(self, ex: _Execution, now: float) -> bool:
+        window = [w for t, w in ex.widths if t >= now - STALL_WINDOW]
+        old = [t for t, _ in ex.widths if t < now - STALL_WINDOW]
+        return bool(old) and len(window) >= 2 and max(window) - min(window) < STALL_DELTA
+
+    def _start_gripper(self, ex: _Execution, now: float, joint_positions) -> list:
+        if ex.plan.gripper_command == GripperCommand.NONE:
+            return [self._finish(ex, now, True, Failure.NONE, "", joint_positions)]
+        g = self.description.gripper
+        ex.gripper = build_gripper_trajectory(self.finger_joints, ex.plan.gripper_width,
+                                              self.finger_width(joint_positions), g.min_width, g.max_width,
+                                              g.max_speed, self.params.min_segment_time)
+        ex.gripper_start = now
+        ex.gripper_start_width = self.finger_width(joint_positions)
+        return [StartGripper(ex.plan.chunk_id, ex.gripper)]
+
+    def _finish(self, ex: _Execution, now: float, ok: bool, failure: Failure, message: str,
+                joint_positions) -> Finished:
+        width = self.finger_width(joint_positions)
+        notes = "; ".join(ex.plan.notes)
+        if notes:
+            message = f"{message}; {notes}" if message else notes
+        result = Finished(ex.plan.chunk_id, ex.plan.attempt, ok, failure, message,
+                          ex.tracking_error, math.nan if width is None else width,
+                          1.0 if ok else self.progress(now), ex.plan.clamps)
+        if ok:
+            self.counters.succeeded += 1
+        else:
+            self.counters.failed += 1
+        self.execution = None
+        self.finished[result.chunk_id] = result
+        self._finished_order.append(result.chunk_id)
+        while len(self._finished_order) > 64:
+            self.finished.pop(self._finished_order.popleft(), None)
+        return result
+
+    def abort(self, now: float, reason: str, joint_positions=None) -> Finished | None:
+        """Stop monitoring the executing chunk (node shutdown); reports it as failed."""
+        ex = self.execution
+        if ex is None:
+            return None
+        return self._finish(ex, now, False, Failure.TIMEOUT, reason, joint_positions)
