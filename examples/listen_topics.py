@@ -11,6 +11,7 @@ import json
 import time
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
@@ -36,11 +37,14 @@ def main() -> int:
     node.create_subscription(JointState, "/joint_states", on_joint_states, 10)
     node.create_subscription(ExecutionFeedback, "/harness/execution", on_feedback, 10)
     deadline = time.monotonic() + args.duration
-    while time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.1)
+    try:
+        while time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C or SIGTERM: still report what arrived
     print("received " + json.dumps(counts), flush=True)
     node.destroy_node()
-    rclpy.shutdown()
+    rclpy.try_shutdown()
     return 0
 
 

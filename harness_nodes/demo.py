@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             bringup.kill()
     summary["total_wall_time_s"] = round(time.monotonic() - wall_start, 2)
     print("\n=== robot harness demo ===")
-    print(f"  task:          put {args.object} in the tray ({args.robot}, PyBullet)")
-    print(f"  success:       {summary.get('success', False)}"
+    print(f"  task:                put {args.object} in the tray ({args.robot}, PyBullet)")
+    print(f"  success:             {summary.get('success', False)}"
           + ("" if summary.get("success") else f"  ({summary.get('reason', 'see log above')})"))
     for key, label in (("attempts", "attempts"), ("commands_sent", "commands sent"),
                        ("sim_time_s", "sim time (s)"), ("wall_time_s", "task wall time (s)"),
                        ("total_wall_time_s", "total wall time (s)")):
         if key in summary:
-            print(f"  {label + ':':<15}{summary[key]}")
+            print(f"  {label + ':':<21}{summary[key]}")
     return 0 if code == 0 and summary.get("success") else 1
 
 

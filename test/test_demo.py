@@ -1,6 +1,7 @@
 """End to end: `python -m harness_nodes.demo` puts the cube in the tray over real topics, while a
 separate plain rclpy program (examples/listen_topics.py) receives joint states and feedback."""
 import json
+import signal
 import subprocess
 import sys
 
@@ -21,10 +22,10 @@ def test_demo_puts_the_cube_in_the_tray_and_outsiders_can_listen(domain_id):
                                "--timeout", "240"],
                               env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
     finally:
-        listener.terminate()
+        listener.send_signal(signal.SIGINT)
         out, _ = listener.communicate(timeout=30)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    assert "success:       True" in demo.stdout
+    assert "success:             True" in demo.stdout
     counts = json.loads(out.strip().splitlines()[-1].split("received ", 1)[1])
     assert counts["joint_states"] > 10
     assert counts["execution"] >= 6, "every phase's feedback reaches an outside subscriber"

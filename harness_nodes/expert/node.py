@@ -29,6 +29,8 @@ FEEDBACK_TOPIC = "/harness/execution"
 GROUND_TRUTH_TOPIC = "/sim/ground_truth"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
+STATUS_NAMES = {v: k[len("STATUS_"):].lower() for k, v in vars(ExecutionFeedback).items()
+                if k.startswith("STATUS_") and isinstance(v, int)}
 TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
             ExecutionFeedback.STATUS_REJECTED, ExecutionFeedback.STATUS_HELD)
 
@@ -104,7 +106,7 @@ class PickPlaceExpert(Node):
                                and self.feedback[chunk.chunk_id].status in TERMINAL,
                                self.params.phase_timeout)
         fb = self.feedback.get(chunk.chunk_id)
-        status = fb.status if fb else "none"
+        status = STATUS_NAMES.get(fb.status, fb.status) if fb else "no feedback"
         self.get_logger().info(f"phase {phase.name} (attempt {attempt}): status {status}"
                                + (f" ({fb.message})" if fb and fb.message else ""))
         return fb if done else None
