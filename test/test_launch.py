@@ -6,22 +6,27 @@ import pytest
 launch_pytest = pytest.importorskip(
     "launch_pytest", reason="launch_pytest is not installable from PyPI; runs on a ROS 2 install")
 
+import os  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import rclpy  # noqa: E402
+import rclpy.executors  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-from launch_pytest.tools import process as process_tools  # noqa: E402,F401
 from sensor_msgs.msg import JointState  # noqa: E402
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "sim.launch.py"
+# Its own domain, discovery limited to this machine, like every integration test here.
+DOMAIN_ID = 201 + os.getpid() % 30
 
 
 @launch_pytest.fixture
 def sim_stack():
     return LaunchDescription([
+        SetEnvironmentVariable("ROS_DOMAIN_ID", str(DOMAIN_ID)),
+        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
         IncludeLaunchDescription(PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
                                  launch_arguments={"use_sim_time": "true"}.items()),
         launch_pytest.actions.ReadyToTest(),
@@ -30,15 +35,18 @@ def sim_stack():
 
 @pytest.mark.launch(fixture=sim_stack)
 def test_sim_launch_publishes_joint_states():
-    rclpy.init()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
     try:
-        node = rclpy.create_node("launch_test_listener")
+        node = rclpy.create_node("launch_test_listener", context=context)
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(node)
         received = []
         node.create_subscription(JointState, "/joint_states", received.append, 10)
         deadline = time.monotonic() + 60
         while not received and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.1)
+            executor.spin_once(timeout_sec=0.1)
         assert received, "sim.launch.py brought up no /joint_states publisher"
         assert len(received[-1].name) == 9
     finally:
-        rclpy.shutdown()
+        rclpy.shutdown(context=context)
