@@ -28,7 +28,11 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
+from builtin_interfaces.msg import Duration  # noqa: E402
+from geometry_msgs.msg import Point, Pose, Quaternion  # noqa: E402
+
 from harness_nodes.common.robot_description import load_robot_description  # noqa: E402
+from harness_nodes.router.kinematics import ArmKinematics, matrix_to_quat_xyzw  # noqa: E402
 from robot_harness.msg import ActionChunk, ExecutionFeedback  # noqa: E402
 
 DOMAIN_ID = int(os.environ.get("BENCH_ROS_DOMAIN_ID", "77"))
@@ -92,11 +96,15 @@ def measure_rtf(client: Client, requested: float, seconds: float, camera: bool) 
         stop(proc)
 
 
-def measure_router_latency(client: Client, n: int) -> dict:
+def measure_router_latency(client: Client, n: int, space: int) -> dict:
+    """Command in -> JointTrajectory out, for joint-space chunks or end-effector chunks (with IK)."""
     robot = load_robot_description("panda")
+    kinematics = ArmKinematics(robot.urdf_path, robot.arm.joint_names, robot.end_effector_frame,
+                               robot.arm.position_lower, robot.arm.position_upper, robot.arm.home)
     names = robot.all_joint_names
     home = list(robot.arm.home) + [0.04, 0.04]
     proc = start("harness_nodes.router.node", "router.yaml")
+    subs = []
     state = {"q": list(home)}
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
@@ -118,8 +126,8 @@ def measure_router_latency(client: Client, n: int) -> dict:
 
     pending: list[str] = []
     done_latency: set[str] = set()
-    client.node.create_subscription(JointTrajectory, robot.controllers.arm_topic, on_trajectory, 10)
-    client.node.create_subscription(ExecutionFeedback, "/harness/execution", on_feedback, 10)
+    subs.append(client.node.create_subscription(JointTrajectory, robot.controllers.arm_topic, on_trajectory, 10))
+    subs.append(client.node.create_subscription(ExecutionFeedback, "/harness/execution", on_feedback, 10))
 
     def publish_state() -> None:
         js = JointState(name=names, position=[float(v) for v in state["q"]],
@@ -134,12 +142,20 @@ def measure_router_latency(client: Client, n: int) -> dict:
             raise RuntimeError("router did not come up")
         client.spin_until(lambda: False, 1.0)
         for i in range(n):
-            chunk = ActionChunk(chunk_id=f"bench-{i}", source="bench", space=ActionChunk.SPACE_JOINT,
-                                joint_names=list(robot.arm.joint_names))
+            chunk = ActionChunk(chunk_id=f"bench-{space}-{i}", source="bench", space=space)
             target = np.array(robot.arm.home) + rng.uniform(-0.05, 0.05, 7)
-            point = JointTrajectoryPoint(positions=[float(v) for v in target])
-            point.time_from_start.nanosec = 200_000_000
-            chunk.joint_points = [point]
+            if space == ActionChunk.SPACE_JOINT:
+                chunk.joint_names = list(robot.arm.joint_names)
+                point = JointTrajectoryPoint(positions=[float(v) for v in target])
+                point.time_from_start.nanosec = 200_000_000
+                chunk.joint_points = [point]
+            else:
+                pose = kinematics.fk(target)
+                x, y, z = (float(v) for v in pose.translation)
+                qx, qy, qz, qw = (float(v) for v in matrix_to_quat_xyzw(pose.rotation))
+                chunk.ee_poses = [Pose(position=Point(x=x, y=y, z=z),
+                                       orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))]
+                chunk.ee_times = [Duration(sec=0, nanosec=200_000_000)]
             pending.append(chunk.chunk_id)
             sent_at[chunk.chunk_id] = time.monotonic()
             cmd_pub.publish(chunk)
@@ -148,6 +164,10 @@ def measure_router_latency(client: Client, n: int) -> dict:
                 ExecutionFeedback.STATUS_REJECTED), 10.0)
     finally:
         client.node.destroy_timer(timer)
+        for sub in subs:
+            client.node.destroy_subscription(sub)
+        client.node.destroy_publisher(js_pub)
+        client.node.destroy_publisher(cmd_pub)
         stop(proc)
     lat = np.array(latencies) * 1e3
     return {"n": int(lat.size), "p50_ms": round(float(np.percentile(lat, 50)), 3),
@@ -169,9 +189,12 @@ def main() -> int:
         print(f"sim real-time factor, as fast as possible, scene camera subscribed: {rtf_cam:.2f}")
         rtf_1 = measure_rtf(client, 1.0, args.seconds, camera=False)
         print(f"sim real-time factor when asked for 1.0: {rtf_1:.3f}")
-        router = measure_router_latency(client, args.commands)
+        router = measure_router_latency(client, args.commands, ActionChunk.SPACE_JOINT)
         print(f"router forward latency (ActionChunk -> JointTrajectory, joint space, n={router['n']}): "
               f"p50 {router['p50_ms']} ms, p99 {router['p99_ms']} ms")
+        router_ee = measure_router_latency(client, args.commands, ActionChunk.SPACE_END_EFFECTOR)
+        print(f"router forward latency (end-effector space, Pinocchio IK included, n={router_ee['n']}): "
+              f"p50 {router_ee['p50_ms']} ms, p99 {router_ee['p99_ms']} ms")
     finally:
         client.node.destroy_node()
         rclpy.shutdown(context=context)
@@ -184,7 +207,10 @@ def main() -> int:
         "sim_rtf_requested_1": round(rtf_1, 3),
         "router_forward_latency_p50_ms": router["p50_ms"],
         "router_forward_latency_p99_ms": router["p99_ms"],
-        "router_commands": router["n"],
+        "router_ee_forward_latency_p50_ms": router_ee["p50_ms"],
+        "router_ee_forward_latency_p99_ms": router_ee["p99_ms"],
+        "ik_cost_ratio_p50": round(router_ee["p50_ms"] / router["p50_ms"], 2),
+        "router_commands": router["n"] + router_ee["n"],
     }))
     return 0
 
