@@ -1,6 +1,6 @@
 # The two promises: `make demo` runs the harness against PyBullet, `make test` runs the tests.
 # Each sets up what it needs (scripts/setup.sh is idempotent and quick when nothing changed).
-.PHONY: setup demo test bench-foundation clean
+.PHONY: setup demo test bench-foundation bench-router bench-memory clean
 
 RUN := scripts/env.sh
 
@@ -18,3 +18,9 @@ bench-foundation: setup
 
 clean:
 	rm -rf build .venv
+
+bench-router: setup
+	@$(RUN) python bench/router.py
+
+bench-memory: setup
+	@$(RUN) python bench/memory.py
