@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness_nodes.bringup.stack import ros_value
+
 REPO = Path(__file__).resolve().parents[1]
 _domain_counter = itertools.count()
 
@@ -44,7 +46,7 @@ class NodeProcess:
         if params_file:
             args += ["--params-file", str(REPO / "config" / params_file)]
         for key, value in (overrides or {}).items():
-            args += ["-p", f"{key}:={_ros_value(value)}"]
+            args += ["-p", f"{key}:={ros_value(value)}"]
         self.module = module
         self.log_path = (log_dir or Path(tempfile.gettempdir())) / f"{module.replace('.', '_')}.log"
         self._log = open(self.log_path, "w")
@@ -68,14 +70,6 @@ class NodeProcess:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
-
-
-def _ros_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_ros_value(v) for v in value) + "]"
-    return str(value)
 
 
 @pytest.fixture
