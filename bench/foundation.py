@@ -99,8 +99,7 @@ def measure_rtf(client: Client, requested: float, seconds: float, camera: bool) 
 def measure_router_latency(client: Client, n: int, space: int) -> dict:
     """Command in -> JointTrajectory out, for joint-space chunks or end-effector chunks (with IK)."""
     robot = load_robot_description("panda")
-    kinematics = ArmKinematics(robot.urdf_path, robot.arm.joint_names, robot.end_effector_frame,
-                               robot.arm.position_lower, robot.arm.position_upper, robot.arm.home)
+    kinematics = ArmKinematics.from_description(robot)
     names = robot.all_joint_names
     home = list(robot.arm.home) + [0.04, 0.04]
     proc = start("harness_nodes.router.node", "router.yaml")

@@ -56,23 +56,83 @@ class ArmDescription(_Strict):
 
 
 class GripperDescription(_Strict):
+    """The gripper's command interface. Every joint in `joint_names` is commanded with the same
+    position, `position_for_width(width)`: linear between `open_position` (at max_width) and
+    `closed_position` (at min_width). Defaults give a Panda-style parallel gripper (each finger
+    at width / 2). `mimic_joints` (name -> multiplier of the first commanded joint) are not
+    commanded over ROS; a simulator drives them itself, as a real gripper's linkage does."""
     joint_names: list[str] = Field(min_length=1)
     min_width: float = Field(ge=0.0)
     max_width: float = Field(gt=0.0, le=0.5)
     max_speed: float = Field(gt=0.0)
     effort: float = Field(gt=0.0)
+    open_position: float | None = None      # joint position at max_width (default max_width / 2)
+    closed_position: float | None = None    # joint position at min_width (default min_width / 2)
+    mimic_joints: dict[str, float] = {}
+    finger_links: list[str] = []            # links that touch a held object (default: the joints' links)
 
     @model_validator(mode="after")
     def _range(self) -> "GripperDescription":
         if not self.min_width < self.max_width:
             raise ValueError("gripper.min_width must be < gripper.max_width")
+        if (self.open_position is None) != (self.closed_position is None):
+            raise ValueError("gripper.open_position and closed_position must be given together")
+        if self.open_position is not None:
+            _finite([self.open_position, self.closed_position], "gripper.open/closed_position")
+            if self.open_position == self.closed_position:
+                raise ValueError("gripper.open_position must differ from closed_position")
+        overlap = set(self.mimic_joints) & set(self.joint_names)
+        if overlap:
+            raise ValueError(f"gripper.mimic_joints {sorted(overlap)} are also commanded joints")
         return self
+
+    @property
+    def open_q(self) -> float:
+        return self.max_width / 2 if self.open_position is None else self.open_position
+
+    @property
+    def closed_q(self) -> float:
+        return self.min_width / 2 if self.closed_position is None else self.closed_position
+
+    def position_for_width(self, width: float) -> float:
+        """Commanded joint position for a width (m), width clamped to [min_width, max_width]."""
+        w = min(max(float(width), self.min_width), self.max_width)
+        a = (w - self.min_width) / (self.max_width - self.min_width)
+        return self.closed_q + a * (self.open_q - self.closed_q)
+
+    def width_for_position(self, position: float) -> float:
+        """Width (m) for a measured joint position (inverse of position_for_width, unclamped)."""
+        a = (float(position) - self.closed_q) / (self.open_q - self.closed_q)
+        return self.min_width + a * (self.max_width - self.min_width)
+
+    def width_from_joints(self, positions: list[float]) -> float:
+        """Width from the commanded joints' measured positions (their mean)."""
+        return self.width_for_position(sum(positions) / len(positions))
+
+    @property
+    def position_bounds(self) -> tuple[float, float]:
+        return min(self.open_q, self.closed_q), max(self.open_q, self.closed_q)
 
 
 class ControllerTopics(_Strict):
+    """Where the router sends commands. `type` picks the arm controller interface the router uses
+    at start (switchable at run time): joint_trajectory (trajectory_msgs/JointTrajectory on
+    arm_topic), forward_position (std_msgs/Float64MultiArray on forward_position_topic, streamed)
+    or follow_joint_trajectory (control_msgs action at follow_joint_trajectory_action)."""
+    type: str = Field("joint_trajectory", pattern="^(joint_trajectory|forward_position|follow_joint_trajectory)$")
     arm_topic: str = "/arm_controller/joint_trajectory"
     gripper_topic: str = "/gripper_controller/joint_trajectory"
     joint_states_topic: str = "/joint_states"
+    forward_position_topic: str = "/forward_position_controller/commands"
+    follow_joint_trajectory_action: str = "/arm_controller/follow_joint_trajectory"
+
+
+class ToolFrame(_Strict):
+    """A tool centre point not in the URDF: a fixed offset from a URDF link (both sim and IK use it)."""
+    name: str = Field(min_length=1)
+    parent_link: str = Field(min_length=1)
+    xyz: list[float] = Field([0.0, 0.0, 0.0], min_length=3, max_length=3)
+    rpy: list[float] = Field([0.0, 0.0, 0.0], min_length=3, max_length=3)
 
 
 class RobotDescription(_Strict):
@@ -83,6 +143,16 @@ class RobotDescription(_Strict):
     arm: ArmDescription
     gripper: GripperDescription
     controllers: ControllerTopics = ControllerTopics()
+    tool_frame: ToolFrame | None = None     # defines end_effector_frame when the URDF lacks it
+    camera_link: str = "panda_hand"          # wrist camera mount (sim)
+    collision_ignore: list[list[str]] = []   # link pairs never checked against each other
+
+    @model_validator(mode="after")
+    def _tool(self) -> "RobotDescription":
+        if self.tool_frame is not None and self.tool_frame.name != self.end_effector_frame:
+            raise ValueError(f"tool_frame.name '{self.tool_frame.name}' must equal end_effector_frame "
+                             f"'{self.end_effector_frame}'")
+        return self
 
     @property
     def urdf_path(self) -> Path:
@@ -90,7 +160,8 @@ class RobotDescription(_Strict):
 
     @property
     def all_joint_names(self) -> list[str]:
-        return [*self.arm.joint_names, *self.gripper.joint_names]
+        """Joints reported in /joint_states: arm, commanded gripper joints, gripper mimic joints."""
+        return [*self.arm.joint_names, *self.gripper.joint_names, *self.gripper.mimic_joints]
 
 
 def load_robot_description(robot: str) -> RobotDescription:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from harness_nodes.common.robot_description import RobotDescription
 from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.router.safety import check_path_collisions, limit_steps, slow_near_singularities
 from harness_nodes.router.trajectory import (GripperTrajectory, JointTrajectory, TimingLimits,
                                              build_arm_trajectory, build_gripper_trajectory)
 from harness_nodes.router.validation import (ChunkInput, Failure, GripperCommand, Rejection, Space,
@@ -47,6 +48,27 @@ class RouterParameters(BaseModel):
     max_chunk_points: int = Field(200, ge=1, le=10000, description="waypoints per chunk, at most")
     gripper_tolerance: float = Field(0.002, gt=0.0, le=0.05, description="m of width counted as reached")
     path_check_samples: int = Field(8, ge=1, le=100, description="FK workspace checks per segment")
+    # -- router v2: safety in the loop
+    max_joint_step: float = Field(1.5, gt=0.0, le=6.3, description="rad a joint may move between two waypoints (clamped)")
+    collision_check: bool = Field(True, description="self- and table-collision check of every planned path")
+    table_height: float = Field(0.0, ge=-2.0, le=2.0, description="m, table top in the base frame")
+    singularity_threshold: float = Field(0.01, ge=0.0, le=1.0, description="manipulability below which motion slows; 0 = off")
+    singularity_min_scale: float = Field(0.2, gt=0.0, le=1.0, description="slowest velocity scale near a singularity")
+    path_tolerance: float = Field(0.3, gt=0.0, le=3.0, description="rad, max joint error while moving (then hold)")
+    contact_effort_ratio: float = Field(0.95, ge=0.0, le=1.0, description="|effort| / effort_limit counted as contact; 0 = off")
+    contact_time: float = Field(0.15, ge=0.0, le=5.0, description="s the effort must stay that high to count as contact")
+    grasp_min_width: float = Field(0.004, ge=0.0, le=0.1, description="m; a close ending narrower held nothing")
+    # -- watchdog, e-stop, streaming, lifecycle, routing (node)
+    stream_topic: str = Field("/harness/command_stream", min_length=1, description="single-point ActionChunks, servo style")
+    command_timeout: float = Field(0.1, gt=0.0, le=10.0, description="s without a stream command -> hold")
+    max_stream_step: float = Field(0.1, gt=0.0, le=1.0, description="rad per stream command (clamped)")
+    heartbeat_topic: str = Field("/harness/heartbeat", min_length=1, description="std_msgs/Header from the supervisor")
+    heartbeat_timeout: float = Field(0.0, ge=0.0, le=60.0, description="s; once a heartbeat was seen, silence -> hold; 0 = off")
+    estop_topic: str = Field("/harness/estop", min_length=1, description="std_msgs/Bool; true latches a hold")
+    autostart: bool = Field(True, description="configure and activate on start (else wait for lifecycle calls)")
+    controller: str = Field("", pattern="^(|joint_trajectory|forward_position|follow_joint_trajectory)$",
+                            description="arm controller at start; empty = the robot description's")
+    monitor_rate: float = Field(100.0, ge=10.0, le=1000.0, description="Hz of the router loop (monitor, watchdog, forward streaming)")
 
     @field_validator("workspace_min", "workspace_max", mode="before")
     @classmethod
@@ -109,6 +131,8 @@ class Finished:
     gripper_width: float
     progress: float
     clamps: int
+    held: bool = False         # stopped by a hold (e-stop, watchdog, deactivation, switch)
+    stop_arm: bool = False     # the arm must be stopped now (failure detected while moving)
 
 
 @dataclass
@@ -122,6 +146,7 @@ class _Execution:
     gripper_start: float = 0.0
     gripper_start_width: float | None = None
     widths: deque = field(default_factory=lambda: deque(maxlen=200))  # (t, width)
+    contact_since: float | None = None
 
 
 @dataclass
@@ -133,6 +158,13 @@ class Counters:
     failed: int = 0
     duplicates: int = 0
     busy: int = 0
+    collisions: int = 0
+    step_clamps: int = 0
+    singularity_slowdowns: int = 0
+    holds: int = 0
+    contacts: int = 0
+    tracking_failures: int = 0
+    grasp_failures: int = 0
 
 
 STALL_WINDOW = 0.2      # s over which an unchanged finger width counts as stopped
@@ -148,9 +180,7 @@ class RouterCore:
         arm = description.arm
         self.arm_joints = list(arm.joint_names)
         self.finger_joints = list(description.gripper.joint_names)
-        self.kinematics = kinematics or ArmKinematics(description.urdf_path, arm.joint_names,
-                                                      description.end_effector_frame,
-                                                      arm.position_lower, arm.position_upper, arm.home)
+        self.kinematics = kinematics or ArmKinematics.from_description(description)
         self.limits = ValidationLimits(
             joint_names=self.arm_joints, position_lower=arm.position_lower, position_upper=arm.position_upper,
             joint_limit_margin=params.joint_limit_margin, max_chunk_duration=params.max_chunk_duration,
@@ -161,6 +191,15 @@ class RouterCore:
         self.timing = TimingLimits(np.asarray(arm.velocity_limit), np.asarray(arm.acceleration_limit),
                                    params.velocity_scale, params.acceleration_scale, params.min_segment_time)
         self.counters = Counters()
+        g = description.gripper
+        self.open_fingers = {n: g.open_q for n in g.joint_names}
+        self.open_fingers.update({n: g.open_q * m for n, m in g.mimic_joints.items()})
+        self.collisions = None
+        if params.collision_check:
+            from harness_nodes.router.safety import CollisionChecker
+            self.collisions = CollisionChecker(self.kinematics, arm.home, self.open_fingers, params.table_height,
+                                               description.collision_ignore,
+                                               [*g.joint_names, *g.mimic_joints])
         self.execution: _Execution | None = None
         self.finished: dict[str, Finished] = {}
         self._finished_order: deque = deque()
@@ -193,7 +232,7 @@ class RouterCore:
     def finger_width(self, joint_positions: dict[str, float] | None) -> float | None:
         if not joint_positions or not all(n in joint_positions for n in self.finger_joints):
             return None
-        w = float(sum(joint_positions[n] for n in self.finger_joints))
+        w = float(self.description.gripper.width_from_joints([joint_positions[n] for n in self.finger_joints]))
         return w if math.isfinite(w) else None
 
     def submit(self, chunk: ChunkInput, joint_positions: dict[str, float] | None,
@@ -219,7 +258,7 @@ class RouterCore:
         current = self.arm_state(joint_positions)
         if isinstance(current, str):
             return self._reject(Failure.NO_STATE, current)
-        others = {n: joint_positions[n] for n in self.finger_joints if n in joint_positions}
+        others = self.others(joint_positions)
         ik_iters, ik_time = 0, 0.0
         if valid.space == Space.END_EFFECTOR:
             targets = np.zeros((len(valid.times), len(self.arm_joints)))
@@ -242,16 +281,89 @@ class RouterCore:
             targets = np.tile(current, (len(valid.times), 1))
             for k, name in enumerate(valid.joint_names):
                 targets[:, self.arm_joints.index(name)] = valid.joint_positions[:, k]
+        targets, step_clamps = limit_steps(current, targets, self.params.max_joint_step)
         traj = build_arm_trajectory(self.arm_joints, current, targets, valid.times, self.timing)
         path_problem = self._path_outside_workspace(traj, others)
         if path_problem:
             return self._reject(Failure.LIMIT_VIOLATION, path_problem)
+        if self.collisions is not None:
+            hit = check_path_collisions(traj, self.collisions, others, self.params.path_check_samples)
+            if hit:
+                self.counters.collisions += 1
+                return self._reject(Failure.COLLISION, hit)
+        traj, slowed, w_min = slow_near_singularities(traj, self.kinematics, others,
+                                                      self.params.singularity_threshold,
+                                                      self.params.singularity_min_scale, 4)
+        clamps = valid.clamps + step_clamps
         self.counters.accepted += 1
-        self.counters.clamps += valid.clamps
+        self.counters.clamps += clamps
+        self.counters.step_clamps += step_clamps
+        self.counters.singularity_slowdowns += slowed
         notes = valid.notes + ((f"{traj.lengthened} segment(s) slowed to respect joint limits",)
                                if traj.lengthened else ())
+        if step_clamps:
+            notes += (f"{step_clamps} joint step(s) clamped to max_joint_step {self.params.max_joint_step} rad",)
+        if slowed:
+            notes += (f"{slowed} segment(s) slowed near a singularity (manipulability {w_min:.4f})",)
         return Plan(valid.chunk_id, valid.attempt, valid.source, traj, valid.gripper_command,
-                    valid.gripper_width, valid.clamps, ik_iters, ik_time, notes)
+                    valid.gripper_width, clamps, ik_iters, ik_time, notes)
+
+    def others(self, joint_positions: dict[str, float] | None) -> dict[str, float]:
+        """Measured non-arm joints (gripper and its mimic joints) for FK and collision checks."""
+        out = dict(self.open_fingers)
+        for n in out:
+            if joint_positions and n in joint_positions and math.isfinite(joint_positions[n]):
+                out[n] = joint_positions[n]
+        return out
+
+    def plan_stream(self, chunk: ChunkInput, joint_positions: dict[str, float] | None, last_target,
+                    state_age: float | None = None):
+        """One servo-style stream command -> (arm target, seconds to reach it, clamps) or a Rejection.
+        Checked like a chunk (validation, IK, workspace, collision); the target is clamped to
+        `max_stream_step` from the previous stream target (or the measured state)."""
+        valid = validate_chunk(chunk, self.limits)
+        if isinstance(valid, Rejection):
+            self.counters.rejected += 1
+            return valid
+        if len(valid.times) != 1:
+            return self._reject(Failure.INVALID_INPUT, f"a stream command has exactly one point, got {len(valid.times)}")
+        if joint_positions and state_age is not None and state_age > self.params.state_timeout:
+            return self._reject(Failure.NO_STATE, f"no state: last joint state is {state_age:.2f} s old")
+        current = self.arm_state(joint_positions)
+        if isinstance(current, str):
+            return self._reject(Failure.NO_STATE, current)
+        base = current if last_target is None else np.asarray(last_target)
+        others = self.others(joint_positions)
+        if valid.space == Space.END_EFFECTOR:
+            result = self.kinematics.ik(pose_to_se3(valid.ee_positions[0], valid.ee_quaternions[0]), base,
+                                        others=others, max_iterations=self.params.ik_max_iterations,
+                                        tolerance=self.params.ik_tolerance, margin=self.params.joint_limit_margin,
+                                        extra_starts=0)
+            if not result.success:
+                return self._reject(Failure.IK, f"IK failed for the stream pose "
+                                    f"({result.position_error * 1000:.1f} mm)")
+            target = result.q
+        else:
+            target = base.copy()
+            for k, name in enumerate(valid.joint_names):
+                target[self.arm_joints.index(name)] = valid.joint_positions[0, k]
+        (target,), clamps = limit_steps(base, target[None, :], self.params.max_stream_step)
+        traj = build_arm_trajectory(self.arm_joints, current, target[None, :], valid.times,
+                                    TimingLimits(self.timing.velocity_limit, self.timing.acceleration_limit,
+                                                 self.timing.velocity_scale, self.timing.acceleration_scale,
+                                                 1e-3))
+        problem = self._path_outside_workspace(traj, others)
+        if problem:
+            return self._reject(Failure.LIMIT_VIOLATION, problem)
+        if self.collisions is not None:
+            hit = self.collisions.check(target, others)
+            if hit is not None:
+                self.counters.collisions += 1
+                return self._reject(Failure.COLLISION, f"collision {hit} at the stream target")
+        clamps += valid.clamps
+        self.counters.clamps += clamps
+        self.counters.step_clamps += clamps
+        return target, float(traj.duration), clamps
 
     def _path_outside_workspace(self, traj: JointTrajectory, others: dict[str, float]) -> str | None:
         """FK along the (linearly interpolated) joint path must stay in the workspace box. The first
@@ -286,15 +398,37 @@ class RouterCore:
         return float(np.clip((now - ex.start) / total, 0.0, 1.0)) if total > 0 else 1.0
 
     def update(self, now: float, joint_positions: dict[str, float] | None,
-               state_time: float | None) -> list:
-        """Advance the monitor. `state_time` is when `joint_positions` was received (same clock)."""
+               state_time: float | None, efforts: dict[str, float] | None = None) -> list:
+        """Advance the monitor. `state_time` is when `joint_positions` was received (same clock);
+        `efforts` (N m, from the same joint state) enable the unexpected-contact check."""
         ex = self.execution
         if ex is None:
             return []
         fresh = state_time is not None and now - state_time <= self.params.state_timeout
         events: list = []
         if ex.phase == "arm":
+            if fresh:
+                contact = self._contact(efforts)
+                if contact is None:
+                    ex.contact_since = None
+                elif ex.contact_since is None:
+                    ex.contact_since = now
+                if contact and now - ex.contact_since >= self.params.contact_time:
+                    self.counters.contacts += 1
+                    return [self._finish(ex, now, False, Failure.CONTACT, contact, joint_positions, stop_arm=True)]
             if now < ex.arm_end:
+                q = self.arm_state(joint_positions) if fresh else None
+                if q is not None and not isinstance(q, str):
+                    desired = ex.plan.arm.sample(now - ex.start)
+                    err = np.abs(q - desired)
+                    if float(np.max(err)) > self.params.path_tolerance:
+                        j = int(np.argmax(err))
+                        ex.tracking_error = float(err[j])
+                        self.counters.tracking_failures += 1
+                        return [self._finish(ex, now, False, Failure.TRACKING,
+                                             f"tracking error {err[j]:.3f} rad on {self.arm_joints[j]} > "
+                                             f"path_tolerance {self.params.path_tolerance} rad while moving",
+                                             joint_positions, stop_arm=True)]
                 return [Executing(ex.plan.chunk_id, "arm", self.progress(now))]
             q = self.arm_state(joint_positions) if fresh else "no state: joint states are stale"
             if not isinstance(q, str):
@@ -318,6 +452,11 @@ class RouterCore:
             if width is not None:
                 ex.widths.append((now, width))
                 if abs(width - target) <= self.params.gripper_tolerance:
+                    if ex.plan.gripper_command == GripperCommand.CLOSE and width < self.params.grasp_min_width:
+                        self.counters.grasp_failures += 1
+                        return [self._finish(ex, now, False, Failure.GRASP,
+                                             f"gripper closed to {width:.4f} m < grasp_min_width "
+                                             f"{self.params.grasp_min_width} m: nothing held", joint_positions)]
                     return [self._finish(ex, now, True, Failure.NONE, "", joint_positions)]
                 start_width = ex.gripper_start_width if ex.gripper_start_width is not None else ex.widths[0][1]
                 moved = abs(width - start_width) >= STALL_DELTA
@@ -356,20 +495,38 @@ class RouterCore:
         g = self.description.gripper
         ex.gripper = build_gripper_trajectory(self.finger_joints, ex.plan.gripper_width,
                                               self.finger_width(joint_positions), g.min_width, g.max_width,
-                                              g.max_speed, self.params.min_segment_time)
+                                              g.max_speed, self.params.min_segment_time, g.position_for_width)
         ex.gripper_start = now
         ex.gripper_start_width = self.finger_width(joint_positions)
         return [StartGripper(ex.plan.chunk_id, ex.gripper)]
 
+    def _contact(self, efforts: dict[str, float] | None) -> str | None:
+        ratio = self.params.contact_effort_ratio
+        if not efforts or ratio <= 0.0:
+            return None
+        for name, limit in zip(self.arm_joints, self.description.arm.effort_limit):
+            e = efforts.get(name)
+            if e is not None and math.isfinite(e) and abs(e) >= ratio * limit:
+                return (f"unexpected contact: {name} effort {e:.1f} N m >= {ratio:.2f} x limit {limit} N m")
+        return None
+
+    def hold(self, now: float, reason: str, joint_positions=None) -> Finished | None:
+        """Stop the executing chunk because the router holds (e-stop, watchdog, inactive, switch)."""
+        self.counters.holds += 1
+        ex = self.execution
+        if ex is None:
+            return None
+        return self._finish(ex, now, False, Failure.HELD, reason, joint_positions, held=True, stop_arm=True)
+
     def _finish(self, ex: _Execution, now: float, ok: bool, failure: Failure, message: str,
-                joint_positions) -> Finished:
+                joint_positions, held: bool = False, stop_arm: bool = False) -> Finished:
         width = self.finger_width(joint_positions)
         notes = "; ".join(ex.plan.notes)
         if notes:
             message = f"{message}; {notes}" if message else notes
         result = Finished(ex.plan.chunk_id, ex.plan.attempt, ok, failure, message,
                           ex.tracking_error, math.nan if width is None else width,
-                          1.0 if ok else self.progress(now), ex.plan.clamps)
+                          1.0 if ok else self.progress(now), ex.plan.clamps, held, stop_arm)
         if ok:
             self.counters.succeeded += 1
         else:

@@ -46,14 +46,34 @@ def pose_to_se3(position: Sequence[float], quat_xyzw: Sequence[float]) -> pin.SE
     return pin.SE3(quat_xyzw_to_matrix(quat_xyzw), np.asarray(position, dtype=float).reshape(3))
 
 
+def add_tool_frame(model: pin.Model, tool) -> None:
+    """Add a fixed operational frame (description `tool_frame`: name, parent_link, xyz, rpy)."""
+    if model.existFrame(tool.name):
+        return
+    if not model.existFrame(tool.parent_link):
+        raise ValueError(f"tool frame parent link '{tool.parent_link}' not in the URDF")
+    parent = model.getFrameId(tool.parent_link)
+    frame = model.frames[parent]
+    placement = frame.placement * pin.SE3(pin.rpy.rpyToMatrix(*tool.rpy), np.asarray(tool.xyz, dtype=float))
+    model.addFrame(pin.Frame(tool.name, frame.parentJoint, parent, placement, pin.FrameType.OP_FRAME))
+
+
+def manipulability(jacobian: np.ndarray) -> float:
+    """Yoshikawa's measure sqrt(det(J J^T)) of the 6 x n Jacobian (0 at a singularity)."""
+    return float(np.sqrt(max(np.linalg.det(jacobian @ jacobian.T), 0.0)))
+
+
 class ArmKinematics:
     """Kinematic model of one arm. Not thread-safe (shares one pinocchio.Data)."""
 
     def __init__(self, urdf_path: str | Path, arm_joint_names: Sequence[str], end_effector_frame: str,
                  position_lower: Sequence[float] | None = None,
                  position_upper: Sequence[float] | None = None,
-                 home: Sequence[float] | None = None):
+                 home: Sequence[float] | None = None, tool_frame=None):
+        self.urdf_path = str(urdf_path)
         self.model = pin.buildModelFromUrdf(str(urdf_path))
+        if tool_frame is not None:
+            add_tool_frame(self.model, tool_frame)
         self.data = self.model.createData()
         self.joint_names = list(arm_joint_names)
         if not self.model.existFrame(end_effector_frame):
@@ -85,6 +105,13 @@ class ArmKinematics:
                              and self.model.joints[j].nq == 1}
 
     # -- configuration mapping
+
+    @classmethod
+    def from_description(cls, description) -> "ArmKinematics":
+        """The arm of a `RobotDescription`: its URDF, joints, limits, home and tool frame."""
+        arm = description.arm
+        return cls(description.urdf_path, arm.joint_names, description.end_effector_frame,
+                   arm.position_lower, arm.position_upper, arm.home, tool_frame=description.tool_frame)
     def full_q(self, arm_q: Sequence[float], others: dict[str, float] | None = None) -> np.ndarray:
         q = self.q_neutral.copy()
         for name, value in (others or {}).items():
@@ -103,6 +130,12 @@ class ArmKinematics:
 
     def fk_position(self, arm_q: Sequence[float]) -> np.ndarray:
         return self.fk(arm_q).translation.copy()
+
+    def manipulability(self, arm_q: Sequence[float], others: dict[str, float] | None = None) -> float:
+        q = self.full_q(arm_q, others)
+        jac = pin.computeFrameJacobian(self.model, self.data, q, self.frame_id,
+                                       pin.LOCAL_WORLD_ALIGNED)[:, self.v_index]
+        return manipulability(jac)
 
     @staticmethod
     def pose_error(current: pin.SE3, target: pin.SE3) -> tuple[float, float]:

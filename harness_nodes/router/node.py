@@ -1,4 +1,14 @@
-"""Controller router node: the last line before motion.
+"""Controller router node (lifecycle): the last line before motion.
+
+Version 2 adds, in the router's own loop: self/table collision checks, the per-step change limit,
+velocity scaling near singularities, path tracking and contact detection while moving, a grasp
+check after closing; a servo-style command stream (`stream_topic`) guarded by a watchdog
+(`command_timeout`), a supervisor heartbeat (`heartbeat_topic`/`heartbeat_timeout`), a latching
+e-stop (`estop_topic`, std_msgs/Bool; released by the `~/reset_estop` service); a managed
+lifecycle (`autostart` configures and activates at start; otherwise `/controller_router/change_state`);
+and routing to joint_trajectory_controller (JointTrajectory topic), a forward position controller
+(std_msgs/Float64MultiArray, streamed at `monitor_rate`) or, where control_msgs is importable,
+the FollowJointTrajectory action, switchable at run time with `~/switch_controller`.
 
 Subscribes action chunks (`command_topic`, robot_harness/ActionChunk) and /joint_states; every
 chunk is converted, validated and planned by `RouterCore` (pure, see core.py). A valid chunk is
@@ -18,13 +28,15 @@ import sys
 import time
 from collections import deque
 
+import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 from trajectory_msgs.msg import JointTrajectoryPoint
 
@@ -34,7 +46,9 @@ from harness_nodes.router.core import (Duplicate, Executing, Finished, Plan, Rou
                                        StartGripper)
 from harness_nodes.router.trajectory import GripperTrajectory, JointTrajectory
 from harness_nodes.router.validation import ChunkInput, Failure, Rejection
+from harness_nodes.router.guard import Guard
 from robot_harness.msg import ActionChunk, ExecutionFeedback
+from robot_harness.srv import ResetEstop, SwitchController
 
 NODE_NAME = "controller_router"
 # Command and feedback topics come from the parameters; the controller topics from the robot description.
@@ -45,7 +59,7 @@ CONTROLLER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, du
 # Best effort subscriber: matches reliable and best-effort joint state publishers alike.
 JOINT_STATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-MONITOR_RATE = 50.0       # Hz
+CONTROLLERS = ("joint_trajectory", "forward_position", "follow_joint_trajectory")
 DIAGNOSTICS_RATE = 1.0    # Hz
 EXECUTING_PERIOD = 0.5    # s between EXECUTING feedback messages
 LATENCY_SAMPLES = 1000
@@ -104,35 +118,109 @@ def gripper_trajectory_msg(traj: GripperTrajectory) -> JointTrajectoryMsg:
     return msg
 
 
-class ControllerRouter(Node):
+def control_msgs_available() -> bool:
+    try:
+        import control_msgs.action  # noqa: F401  (only on a real ROS 2 install)
+        return True
+    except ImportError:
+        return False
+
+
+class ControllerRouter(LifecycleNode):
     def __init__(self):
         super().__init__(NODE_NAME)
         # Raises ParameterError (field and range named) or the description's error: main() reports it.
         self.params = declare_and_load(self, RouterParameters)
         self.description = load_robot_description(self.params.robot)
-        self.core = RouterCore(self.description, self.params)
+        self.controller = self.params.controller or self.description.controllers.type
+        if self.controller == "follow_joint_trajectory" and not control_msgs_available():
+            raise RuntimeError("controller 'follow_joint_trajectory' needs control_msgs, which is not importable")
+        self.core: RouterCore | None = None
+        self.active = False
+        self.lifecycle_state = "unconfigured"
+        self.guard = Guard(self.params.command_timeout, self.params.heartbeat_timeout)
         topics = self.description.controllers
 
         self.joint_positions: dict[str, float] = {}
+        self.joint_efforts: dict[str, float] = {}
         self.state_time: float | None = None
         self.latencies: deque = deque(maxlen=LATENCY_SAMPLES)   # s, command receipt -> trajectory publish
         self.last_ik_time = 0.0
         self._last_executing = -math.inf
+        self.stream_target = None          # last stream target (arm joints), None when not streaming
+        self.stream_count = 0
+        self.forward = None                # (JointTrajectory, start time) streamed to a forward controller
+        self.fjt_client = None
+        self.fjt_goal = None
+        self.hold_count = 0
+        self.last_hold_reason = ""
 
         self.feedback_pub = self.create_publisher(ExecutionFeedback, self.params.feedback_topic, FEEDBACK_QOS)
         self.arm_pub = self.create_publisher(JointTrajectoryMsg, topics.arm_topic, CONTROLLER_QOS)
+        self.forward_pub = self.create_publisher(Float64MultiArray, topics.forward_position_topic, CONTROLLER_QOS)
         self.gripper_pub = self.create_publisher(JointTrajectoryMsg, topics.gripper_topic, CONTROLLER_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, DIAGNOSTICS_QOS)
         self.create_subscription(JointState, topics.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
         self.create_subscription(ActionChunk, self.params.command_topic, self._on_command, COMMAND_QOS)
-        self.create_timer(1.0 / MONITOR_RATE, self._on_monitor)
+        self.create_subscription(ActionChunk, self.params.stream_topic, self._on_stream, COMMAND_QOS)
+        self.create_subscription(Bool, self.params.estop_topic, self._on_estop, COMMAND_QOS)
+        self.create_subscription(Header, self.params.heartbeat_topic, self._on_heartbeat, COMMAND_QOS)
+        self.create_service(ResetEstop, "~/reset_estop", self._on_reset_estop)
+        self.create_service(SwitchController, "~/switch_controller", self._on_switch)
+        self.create_timer(1.0 / self.params.monitor_rate, self._on_loop)
         self.create_timer(1.0 / DIAGNOSTICS_RATE, self._on_diagnostics)
         self.get_logger().info(
-            f"controller router for '{self.description.name}': {self.params.command_topic} -> "
-            f"{topics.arm_topic}, {topics.gripper_topic}; feedback on {self.params.feedback_topic}")
+            f"controller router for '{self.description.name}' ({self.controller}): {self.params.command_topic}, "
+            f"{self.params.stream_topic} -> {topics.arm_topic}, {topics.gripper_topic}; "
+            f"feedback on {self.params.feedback_topic}; autostart {self.params.autostart}")
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self.core = RouterCore(self.description, self.params)
+        except Exception as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        if self.controller == "follow_joint_trajectory":
+            self._make_fjt_client()
+        self.lifecycle_state = "inactive"
+        self.get_logger().info("configured (inactive)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self.active = True
+        self.lifecycle_state = "active"
+        self.get_logger().info("active: accepting commands")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._hold("router deactivated (lifecycle)")
+        self.active = False
+        self.lifecycle_state = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self.active = False
+        self.core = None
+        self.lifecycle_state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        if self.active:
+            self._hold("router shutting down")
+        self.active = False
+        self.lifecycle_state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def refusal(self) -> tuple[Failure, str] | None:
+        if not self.active or self.core is None:
+            return Failure.INACTIVE, (f"router is not active (lifecycle state '{self.lifecycle_state}'): "
+                                      f"configure and activate it via /{NODE_NAME}/change_state")
+        reason = self.guard.refusal()
+        return (Failure.HELD, reason) if reason else None
 
     # ------------------------------------------------------------------ callbacks
     def _on_joint_state(self, msg: JointState) -> None:
@@ -140,12 +228,21 @@ class ControllerRouter(Node):
             return
         for name, position in zip(msg.name, msg.position):
             self.joint_positions[name] = float(position)
+        if len(msg.effort) == len(msg.name):
+            for name, effort in zip(msg.name, msg.effort):
+                self.joint_efforts[name] = float(effort)
         self.state_time = self.now()
 
     def _on_command(self, msg: ActionChunk) -> None:
         received = time.perf_counter()
         now = self.now()
         state_age = None if self.state_time is None else now - self.state_time
+        refused = self.refusal()
+        if refused is not None:
+            if self.core is not None:
+                self.core.counters.rejected += 1
+            self._reject(msg, Rejection(*refused))
+            return
         try:
             chunk = chunk_from_msg(msg)
             result = self.core.submit(chunk, dict(self.joint_positions) or None, state_age)
@@ -162,9 +259,11 @@ class ControllerRouter(Node):
             self._reject(msg, result)
             return
         plan: Plan = result
+        self.stream_target = None
+        self.guard.last_stream = None
         self._publish_feedback(plan.chunk_id, plan.attempt, ExecutionFeedback.STATUS_ACCEPTED,
                                message="; ".join(plan.notes), clamps=plan.clamps)
-        self.arm_pub.publish(arm_trajectory_msg(plan.arm))
+        self._send_arm(plan.arm, now)
         self.latencies.append(time.perf_counter() - received)
         self.last_ik_time = plan.ik_time
         self.core.start(plan, now)
@@ -174,11 +273,93 @@ class ControllerRouter(Node):
             f"clamps {plan.clamps}, IK {plan.ik_time * 1000:.1f} ms, "
             f"latency {self.latencies[-1] * 1000:.1f} ms")
 
-    def _on_monitor(self) -> None:
-        if not self.core.busy:
-            return
+    def _on_stream(self, msg: ActionChunk) -> None:
+        """Servo-style stream: one point per message, forwarded at once, watchdog-guarded."""
+        received = time.perf_counter()
         now = self.now()
-        for event in self.core.update(now, self.joint_positions, self.state_time):
+        refused = self.refusal()
+        if refused is None and self.core.busy:
+            refused = (Failure.BUSY, f"busy: chunk '{self.core.active_chunk_id}' is executing")
+        if refused is not None:
+            if self.core is not None:
+                self.core.counters.rejected += 1
+            self._reject(msg, Rejection(*refused))
+            return
+        state_age = None if self.state_time is None else now - self.state_time
+        try:
+            result = self.core.plan_stream(chunk_from_msg(msg), dict(self.joint_positions) or None,
+                                           self.stream_target, state_age)
+        except Exception as exc:
+            self.core.counters.rejected += 1
+            result = Rejection(Failure.INVALID_INPUT, f"could not process stream command: {exc}")
+        if isinstance(result, Rejection):
+            self._reject(msg, result)
+            return
+        target, duration, _clamps = result
+        self.stream_target = target
+        self.guard.on_stream(now)
+        self.stream_count += 1
+        if self.controller == "forward_position":
+            self.forward = None
+            self.forward_pub.publish(Float64MultiArray(data=[float(x) for x in target]))
+        else:
+            traj = JointTrajectory(tuple(self.core.arm_joints), np.array([duration]), target[None, :],
+                                   np.zeros((1, len(target))))
+            self._send_arm(traj, now, skip_first=False)
+        self.latencies.append(time.perf_counter() - received)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if self.guard.on_estop(msg.data):
+            self._hold("e-stop pressed (latched until ~/reset_estop)", level=DiagnosticStatus.ERROR)
+
+    def _on_heartbeat(self, msg: Header) -> None:
+        if self.guard.on_heartbeat(self.now()):
+            self.get_logger().info("supervisor heartbeat resumed")
+
+    def _on_reset_estop(self, req, res):
+        res.success, res.message = self.guard.reset_estop()
+        self.get_logger().info(f"reset_estop: {res.message}")
+        return res
+
+    def _on_switch(self, req, res):
+        name = req.controller
+        res.active = self.controller
+        if name not in CONTROLLERS:
+            res.success, res.message = False, f"unknown controller '{name}'; known: {list(CONTROLLERS)}"
+            return res
+        if name == "follow_joint_trajectory" and not control_msgs_available():
+            res.success, res.message = False, "follow_joint_trajectory needs control_msgs, which is not importable"
+            return res
+        if name == self.controller:
+            res.success, res.message = True, f"'{name}' already active"
+            return res
+        old = self.controller
+        self._hold(f"controller switched from {old} to {name}", level=DiagnosticStatus.OK)
+        self.controller = name
+        if name == "follow_joint_trajectory" and self.fjt_client is None:
+            self._make_fjt_client()
+        if name == "forward_position":
+            q = self.core.arm_state(self.joint_positions) if self.core else "no core"
+            if not isinstance(q, str):   # start the new controller exactly where the arm is
+                self.forward_pub.publish(Float64MultiArray(data=[float(x) for x in q]))
+        res.success, res.message, res.active = True, f"switched from {old} to {name}", name
+        self.get_logger().info(res.message)
+        return res
+
+    def _on_loop(self) -> None:
+        now = self.now()
+        for reason in self.guard.check(now):
+            self._hold(reason)
+        if self.forward is not None:
+            traj, start = self.forward
+            t = now - start
+            q = traj.sample(min(t, traj.duration))
+            self.forward_pub.publish(Float64MultiArray(data=[float(x) for x in q]))
+            if t >= traj.duration:
+                self.forward = None
+        if self.core is None or not self.core.busy:
+            return
+        for event in self.core.update(now, self.joint_positions, self.state_time, self.joint_efforts):
             if isinstance(event, StartGripper):
                 self.gripper_pub.publish(gripper_trajectory_msg(event.trajectory))
             elif isinstance(event, Executing):
@@ -188,7 +369,66 @@ class ControllerRouter(Node):
                     self._publish_feedback(event.chunk_id, plan.attempt, ExecutionFeedback.STATUS_EXECUTING,
                                            message=event.phase, progress=event.progress, clamps=plan.clamps)
             elif isinstance(event, Finished):
+                if event.stop_arm:
+                    self._stop_arm()
+                    self._diagnose(DiagnosticStatus.ERROR, f"chunk '{event.chunk_id}' stopped: {event.message}",
+                                   {"failure": Failure(event.failure).name})
                 self._publish_finished(event)
+
+    # ------------------------------------------------------------------ output routing
+    def _send_arm(self, traj: JointTrajectory, now: float, skip_first: bool = True) -> None:
+        if self.controller == "forward_position":
+            self.forward = (traj, now)
+        elif self.controller == "follow_joint_trajectory":
+            self._send_fjt(arm_trajectory_msg(traj))
+        else:
+            self.arm_pub.publish(arm_trajectory_msg(traj))
+
+    def _stop_arm(self) -> None:
+        """Hold the arm where it is, on the active controller (JTC: an empty trajectory stops it)."""
+        self.forward = None
+        self.stream_target = None
+        if self.controller == "forward_position":
+            q = self.core.arm_state(self.joint_positions) if self.core else "no core"
+            if not isinstance(q, str):
+                self.forward_pub.publish(Float64MultiArray(data=[float(x) for x in q]))
+        elif self.controller == "follow_joint_trajectory":
+            if self.fjt_goal is not None:
+                self.fjt_goal.cancel_goal_async()
+                self.fjt_goal = None
+        else:
+            msg = JointTrajectoryMsg()
+            msg.joint_names = list(self.description.arm.joint_names)
+            self.arm_pub.publish(msg)
+
+    def _hold(self, reason: str, level=DiagnosticStatus.WARN) -> None:
+        """Stop the arm, finish the executing chunk as HELD, report on /diagnostics."""
+        self.hold_count += 1
+        self.last_hold_reason = reason
+        self.guard.last_stream = None
+        self._stop_arm()
+        if self.core is not None:
+            finished = self.core.hold(self.now(), reason, self.joint_positions)
+            if finished is not None:
+                self._publish_finished(finished)
+        self._publish_feedback("", 0, ExecutionFeedback.STATUS_HELD, Failure.HELD, reason)
+        self._diagnose(level, f"hold: {reason}", {"holds": self.hold_count})
+        self.get_logger().warn(f"hold: {reason}")
+
+    def _make_fjt_client(self) -> None:
+        from control_msgs.action import FollowJointTrajectory
+        from rclpy.action import ActionClient
+        self._fjt_type = FollowJointTrajectory
+        self.fjt_client = ActionClient(self, FollowJointTrajectory,
+                                       self.description.controllers.follow_joint_trajectory_action)
+
+    def _send_fjt(self, traj_msg: JointTrajectoryMsg) -> None:
+        if self.fjt_client is None:
+            self._make_fjt_client()
+        goal = self._fjt_type.Goal()
+        goal.trajectory = traj_msg
+        future = self.fjt_client.send_goal_async(goal)
+        future.add_done_callback(lambda f: setattr(self, "fjt_goal", f.result()))
 
     # ------------------------------------------------------------------ output
     def _publish_feedback(self, chunk_id: str, attempt: int, status: int, failure: int = 0, message: str = "",
@@ -206,30 +446,33 @@ class ControllerRouter(Node):
         fb.progress = float(progress)
         fb.gripper_width = float(gripper_width)
         fb.clamps = int(clamps)
-        fb.rejections = self.core.counters.rejected
+        fb.rejections = self.core.counters.rejected if self.core else 0
         self.feedback_pub.publish(fb)
 
     def _publish_finished(self, f: Finished) -> None:
-        status = ExecutionFeedback.STATUS_SUCCEEDED if f.succeeded else ExecutionFeedback.STATUS_FAILED
+        status = (ExecutionFeedback.STATUS_SUCCEEDED if f.succeeded else
+                  ExecutionFeedback.STATUS_HELD if f.held else ExecutionFeedback.STATUS_FAILED)
         self._publish_feedback(f.chunk_id, f.attempt, status, f.failure, f.message, f.tracking_error,
                                f.progress, f.gripper_width, f.clamps)
         log = self.get_logger().info if f.succeeded else self.get_logger().warn
-        log(f"chunk '{f.chunk_id}' {'succeeded' if f.succeeded else 'failed'} "
+        log(f"chunk '{f.chunk_id}' {'succeeded' if f.succeeded else 'held' if f.held else 'failed'} "
             f"(tracking error {f.tracking_error:.4f} rad, gripper {f.gripper_width:.4f} m)"
             + (f": {f.message}" if f.message else ""))
 
     def _reject(self, msg: ActionChunk, rejection: Rejection) -> None:
         self._publish_feedback(msg.chunk_id, msg.attempt, ExecutionFeedback.STATUS_REJECTED,
                                rejection.failure, rejection.reason)
-        status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=STATUS_NAME, hardware_id=self.description.name,
-                                  message=f"rejected chunk '{msg.chunk_id}': {rejection.reason}")
-        status.values = [KeyValue(key="chunk_id", value=msg.chunk_id),
-                         KeyValue(key="source", value=msg.source),
-                         KeyValue(key="failure", value=Failure(rejection.failure).name),
-                         KeyValue(key="reason", value=rejection.reason)]
-        self._publish_diagnostics([status])
+        self._diagnose(DiagnosticStatus.ERROR, f"rejected chunk '{msg.chunk_id}': {rejection.reason}",
+                       {"chunk_id": msg.chunk_id, "source": msg.source,
+                        "failure": Failure(rejection.failure).name, "reason": rejection.reason})
         self.get_logger().error(f"chunk '{msg.chunk_id}' rejected ({Failure(rejection.failure).name}): "
                                 f"{rejection.reason}")
+
+    def _diagnose(self, level, message: str, values: dict | None = None) -> None:
+        status = DiagnosticStatus(level=level, name=STATUS_NAME, hardware_id=self.description.name,
+                                  message=message)
+        status.values = [KeyValue(key=str(k), value=str(v)) for k, v in (values or {}).items()]
+        self._publish_diagnostics([status])
 
     def _publish_diagnostics(self, statuses: list[DiagnosticStatus]) -> None:
         array = DiagnosticArray()
@@ -244,20 +487,31 @@ class ControllerRouter(Node):
         return {"last": lat[-1], "mean": sum(lat) / len(lat), "max": max(lat), "count": len(lat)}
 
     def _on_diagnostics(self) -> None:
-        c = self.core.counters
         lat = self.latency_stats()
-        active = self.core.active_chunk_id
-        state = "no joint state yet" if self.state_time is None else (
-            f"executing '{active}'" if active else "idle")
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=STATUS_NAME, hardware_id=self.description.name,
+        refused = self.refusal()
+        active = self.core.active_chunk_id if self.core else None
+        state = ("no joint state yet" if self.state_time is None else
+                 f"holding: {refused[1]}" if refused else
+                 f"executing '{active}'" if active else "streaming" if self.guard.streaming else "idle")
+        level = DiagnosticStatus.WARN if refused else DiagnosticStatus.OK
+        status = DiagnosticStatus(level=level, name=STATUS_NAME, hardware_id=self.description.name,
                                   message=state)
-        values = {
-            "accepted": c.accepted, "rejected": c.rejected, "clamps": c.clamps, "succeeded": c.succeeded,
-            "failed": c.failed, "busy_rejections": c.busy, "duplicates": c.duplicates,
+        values = {"lifecycle": self.lifecycle_state, "controller": self.controller,
+                  "estop_latched": self.guard.estop_latched, "heartbeat_lost": self.guard.heartbeat_lost,
+                  "holds": self.hold_count, "last_hold_reason": self.last_hold_reason,
+                  "stream_commands": self.stream_count}
+        if self.core is not None:
+            c = self.core.counters
+            values.update({
+                "accepted": c.accepted, "rejected": c.rejected, "clamps": c.clamps, "succeeded": c.succeeded,
+                "failed": c.failed, "busy_rejections": c.busy, "duplicates": c.duplicates,
+                "collision_rejections": c.collisions, "step_clamps": c.step_clamps,
+                "singularity_slowdowns": c.singularity_slowdowns, "contacts": c.contacts,
+                "tracking_failures": c.tracking_failures, "grasp_failures": c.grasp_failures})
+        values.update({
             "forward_latency_ms_last": lat["last"] * 1000, "forward_latency_ms_mean": lat["mean"] * 1000,
             "forward_latency_ms_max": lat["max"] * 1000, "forward_latency_samples": lat["count"],
-            "ik_ms_last": self.last_ik_time * 1000,
-        }
+            "ik_ms_last": self.last_ik_time * 1000})
         status.values = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v)))
                          for k, v in values.items()]
         self._publish_diagnostics([status])
@@ -279,12 +533,19 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         return 3
     code = 0
+    if node.params.autostart:   # like nav2's lifecycle manager: configure, then activate
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
+                node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            print(f"{NODE_NAME}: autostart failed (configure/activate)", file=sys.stderr, flush=True)
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 4
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node.core.busy:
+        if node.core is not None and node.core.busy:
             node.get_logger().warn(f"shutting down while chunk '{node.core.active_chunk_id}' executes")
         node.destroy_node()
         rclpy.try_shutdown()

@@ -104,13 +104,15 @@ def build_arm_trajectory(joint_names: Sequence[str], current: Sequence[float], t
 
 def build_gripper_trajectory(finger_names: Sequence[str], target_width: float, current_width: float | None,
                              min_width: float, max_width: float, max_speed: float,
-                             min_time: float = 0.2) -> GripperTrajectory:
-    """One point with each finger at width / 2, reached at max_speed (of the width)."""
+                             min_time: float = 0.2, position_for_width=None) -> GripperTrajectory:
+    """One point with every commanded gripper joint at `position_for_width(width)` (default
+    width / 2, a Panda finger), reached at max_speed (of the width)."""
     width = float(np.clip(target_width, min_width, max_width))
     travel = (max_width - min_width) if current_width is None or not np.isfinite(current_width) \
         else abs(width - current_width)
     duration = max(travel / max_speed, min_time)
-    return GripperTrajectory(tuple(finger_names), np.full(len(finger_names), width / 2.0), duration, width)
+    q = width / 2.0 if position_for_width is None else float(position_for_width(width))
+    return GripperTrajectory(tuple(finger_names), np.full(len(finger_names), q), duration, width)
 
 
 def max_velocity_ratio(traj: JointTrajectory, limits: TimingLimits) -> float:

@@ -38,6 +38,9 @@ class Failure(IntEnum):          # mirrors ExecutionFeedback.FAILURE_*
     GRASP = 7
     BUSY = 8
     NO_STATE = 9
+    INACTIVE = 10
+    HELD = 11
+    COLLISION = 12
 
 
 QUATERNION_NORM_TOLERANCE = 1e-3   # |norm - 1| accepted (then normalized); beyond: rejected

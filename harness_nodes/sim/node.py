@@ -15,6 +15,7 @@ Topics (all stamps = sim time, frame `world` unless stated):
   pub /cameras/<cam>/pose             geometry_msgs/PoseStamped of the optical frame in world
   pub /diagnostics                    diagnostic_msgs/DiagnosticArray (1 Hz status, rejected commands)
   sub controllers.arm_topic / gripper_topic   trajectory_msgs/JointTrajectory (header.stamp 0 = now)
+  sub controllers.forward_position_topic      std_msgs/Float64MultiArray (arm joint positions, at once)
   srv /sim/control                    robot_harness/SimControl
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from harness_nodes.common.params import ParameterError, declare_and_load
@@ -174,9 +176,12 @@ class SimNode(Node):
         arm, grip = self.description.arm, self.description.gripper
         self._arm_limits = (list(arm.joint_names), list(arm.position_lower), list(arm.position_upper))
         n = len(grip.joint_names)
-        self._grip_limits = (list(grip.joint_names), [grip.min_width / 2] * n, [grip.max_width / 2] * n)
+        lo, hi = grip.position_bounds
+        self._grip_limits = (list(grip.joint_names), [lo] * n, [hi] * n)
         self.create_subscription(JointTrajectory, ctrl.arm_topic, self._on_arm, RELIABLE)
         self.create_subscription(JointTrajectory, ctrl.gripper_topic, self._on_gripper, RELIABLE)
+        # forward_position_controller: one position per arm joint, applied at once.
+        self.create_subscription(Float64MultiArray, ctrl.forward_position_topic, self._on_forward, RELIABLE)
         self.create_service(SimControl, CONTROL_SERVICE, self._on_control)
         self.renderer = None
         if self.camera_names:
@@ -215,6 +220,21 @@ class SimNode(Node):
     def _on_gripper(self, msg: JointTrajectory) -> None:
         self._on_trajectory(msg, "gripper_controller", self._grip_limits,
                             self.world.set_gripper_trajectory)
+
+    def _on_forward(self, msg: Float64MultiArray) -> None:
+        names, lower, upper = self._arm_limits
+        values = list(msg.data)
+        error = None
+        if len(values) != len(names):
+            error = f"{len(values)} values for {len(names)} joints"
+        elif not all(math.isfinite(v) for v in values):
+            error = "non-finite value"
+        else:
+            with self.lock:
+                error = self.world.set_arm_trajectory(names, [TrajectoryPoint(values, 0.0)])
+        if error is not None:
+            self.rejected += 1
+            self._diagnose(DiagnosticStatus.ERROR, "sim: forward_position_controller", f"rejected command: {error}")
 
     def _on_trajectory(self, msg, controller, limits, setter) -> None:
         error = validate_trajectory(msg, *limits)

@@ -10,7 +10,9 @@ directly. Conventions:
   position motors. Before the first point the trajectory starts from the current desired state;
   after the last point the last point is held. A new trajectory replaces the old one from the
   current desired state (no jump). Joints the trajectory does not name hold their desired position.
-* Gripper: the two finger joints each move width / 2 (0 .. max_width / 2), with a limited force.
+* Gripper: the commanded gripper joints (description `gripper.joint_names`) each take
+  `position_for_width(width)` (Panda: each finger width / 2; xArm: drive_joint 0.85 .. 0 rad);
+  mimic joints follow the first commanded joint, as the real linkage does. Limited force.
 * Quaternions are (x, y, z, w); lengths are metres, angles radians, times seconds of sim time.
 """
 from __future__ import annotations
@@ -275,10 +277,8 @@ class SimWorld:
         self._link_index: dict[str, int] = {}
         arm, grip = self.description.arm, self.description.gripper
         self.arm = JointTrajectoryTracker(arm.joint_names, arm.home)
-        open_finger = grip.max_width / 2
-        self.gripper = JointTrajectoryTracker(grip.joint_names, [open_finger] * len(grip.joint_names))
-        self.finger_lower = grip.min_width / 2
-        self.finger_upper = grip.max_width / 2
+        self.gripper = JointTrajectoryTracker(grip.joint_names, [grip.open_q] * len(grip.joint_names))
+        self.finger_lower, self.finger_upper = grip.position_bounds
         self._slip: tuple[str, float] | None = None   # (object id, sim time until which it slips)
 
     # ------------------------------------------------------------------ lifecycle
@@ -334,9 +334,15 @@ class SimWorld:
             raise RuntimeError(f"URDF {self.description.urdf_path} lacks joints {missing}")
         self._arm_j = [self._joint_index[n] for n in self.description.arm.joint_names]
         self._grip_j = [self._joint_index[n] for n in self.description.gripper.joint_names]
-        self._all_j = self._arm_j + self._grip_j
-        self._hand_link = self._link_index.get("panda_hand", self._arm_j[-1])
-        for j in self._grip_j:
+        grip = self.description.gripper
+        self._mimic = [(self._joint_index[n], m) for n, m in grip.mimic_joints.items()]
+        self._all_j = self._arm_j + self._grip_j + [j for j, _ in self._mimic]
+        self._hand_link = self._link_index.get(self.description.camera_link, self._arm_j[-1])
+        missing_links = [n for n in grip.finger_links if n not in self._link_index]
+        if missing_links:
+            raise RuntimeError(f"URDF {self.description.urdf_path} lacks finger links {missing_links}")
+        self._finger_links = [self._link_index[n] for n in grip.finger_links] or list(self._grip_j)
+        for j in self._finger_links:
             p.changeDynamics(self.robot, j, lateralFriction=FINGER_FRICTION, spinningFriction=0.01,
                              frictionAnchor=True, physicsClientId=c)
         # Motors of the arm and gripper are driven every step; disable the default velocity motors.
@@ -380,11 +386,13 @@ class SimWorld:
         c = self.client
         self._end_slip()
         home = self.description.arm.home
-        open_finger = self.finger_upper
+        open_finger = self.description.gripper.open_q
         for j, q in zip(self._arm_j, home):
             p.resetJointState(self.robot, j, q, 0.0, physicsClientId=c)
         for j in self._grip_j:
             p.resetJointState(self.robot, j, open_finger, 0.0, physicsClientId=c)
+        for j, mult in self._mimic:
+            p.resetJointState(self.robot, j, open_finger * mult, 0.0, physicsClientId=c)
         self.arm.reset(home)
         self.gripper.reset([open_finger] * len(self._grip_j))
         for obj, (pos, quat) in poses.items():
@@ -403,7 +411,7 @@ class SimWorld:
 
     def set_gripper_trajectory(self, joint_names: Sequence[str], points: Sequence[TrajectoryPoint],
                                start_time: float | None = None) -> str | None:
-        """Like `set_arm_trajectory` for the finger joints (positions = width / 2 per finger). A
+        """Like `set_arm_trajectory` for the gripper joints (positions = position_for_width). A
         trajectory naming only one finger drives both (the second finger mimics the first)."""
         names = list(joint_names)
         fingers = self.description.gripper.joint_names
@@ -417,10 +425,11 @@ class SimWorld:
                          [self.finger_lower] * n, [self.finger_upper] * n)
 
     def set_gripper_width(self, width: float, duration: float = 0.5) -> str | None:
-        """Convenience: move both fingers to `width` (m) in `duration` s."""
-        fingers = self.description.gripper.joint_names
+        """Convenience: move the gripper to `width` (m) in `duration` s."""
+        grip = self.description.gripper
+        fingers = grip.joint_names
         return self.set_gripper_trajectory(
-            fingers, [TrajectoryPoint([width / 2] * len(fingers), max(duration, 0.0))])
+            fingers, [TrajectoryPoint([grip.position_for_width(width)] * len(fingers), max(duration, 0.0))])
 
     def _set(self, tracker: JointTrajectoryTracker, joint_names, points, start_time, lower, upper):
         tol = 1e-6
@@ -465,6 +474,13 @@ class SimWorld:
             targetPositions=self.gripper.desired.tolist(),
             forces=[effort] * len(self._grip_j),
             positionGains=[GRIPPER_POSITION_GAIN] * len(self._grip_j), physicsClientId=c)
+        if self._mimic:
+            lead = float(self.gripper.desired[0])
+            p.setJointMotorControlArray(
+                self.robot, [j for j, _ in self._mimic], p.POSITION_CONTROL,
+                targetPositions=[lead * m for _, m in self._mimic],
+                forces=[effort] * len(self._mimic),
+                positionGains=[GRIPPER_POSITION_GAIN] * len(self._mimic), physicsClientId=c)
 
     def step(self, n: int = 1) -> None:
         """Advance n physics steps of 1 / physics_rate s each."""
@@ -495,7 +511,9 @@ class SimWorld:
         return self.joint_states().positions[:len(self._arm_j)]
 
     def gripper_width(self) -> float:
-        return float(np.sum(self.joint_states().positions[len(self._arm_j):]))
+        n = len(self._arm_j)
+        q = self.joint_states().positions[n:n + len(self._grip_j)]
+        return float(self.description.gripper.width_from_joints(list(q)))
 
     def link_pose(self, link: str) -> tuple[np.ndarray, np.ndarray]:
         """World pose (URDF link frame) of a robot link, e.g. 'panda_hand' or 'panda_grasptarget'."""
@@ -518,7 +536,7 @@ class SimWorld:
         for obj in CUBE_IDS:
             body = self.objects[obj]
             if all(p.getContactPoints(self.robot, body, linkIndexA=j, physicsClientId=c)
-                   for j in self._grip_j):
+                   for j in self._finger_links):
                 return obj
         return ""
 
@@ -582,7 +600,7 @@ class SimWorld:
             raise RuntimeError("no object is held")
         self._end_slip()
         body = self.objects[held]
-        for j in self._grip_j:
+        for j in self._finger_links:
             p.setCollisionFilterPair(self.robot, body, j, -1, 0, physicsClientId=self.client)
         # A small push down and sideways so it leaves the fingers even when resting on something.
         p.resetBaseVelocity(body, (0.0, 0.0, -0.3), (0, 0, 0), physicsClientId=self.client)
@@ -598,7 +616,7 @@ class SimWorld:
             return
         body = self.objects[obj]
         clear = all(not p.getClosestPoints(self.robot, body, 0.002, linkIndexA=j,
-                                           physicsClientId=self.client) for j in self._grip_j)
+                                           physicsClientId=self.client) for j in self._finger_links)
         if clear:
             self._end_slip()
 
@@ -606,7 +624,7 @@ class SimWorld:
         if self._slip is None:
             return
         body = self.objects[self._slip[0]]
-        for j in self._grip_j:
+        for j in self._finger_links:
             p.setCollisionFilterPair(self.robot, body, j, -1, 1, physicsClientId=self.client)
         self._slip = None
 
@@ -635,7 +653,7 @@ class SimWorld:
             down = np.cross(forward, right)
             return eye, np.column_stack([right, down, forward])
         if camera == "wrist":
-            pos, quat = self.link_pose("panda_hand")
+            pos, quat = self.link_pose(self.description.camera_link)
             r_hand = np.array(p.getMatrixFromQuaternion(quat.tolist())).reshape(3, 3)
             eye = pos + r_hand @ np.array(self.WRIST_OFFSET)
             forward, down = r_hand[:, 2], r_hand[:, 0]

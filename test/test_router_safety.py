@@ -1,0 +1,182 @@
+"""Router v2 safety rules, each violated once (pure cores, no ROS): per-step change limit,
+self/table collision, singularity slowdown, contact, path tracking, grasp check, watchdog,
+heartbeat and e-stop latching; plus the xArm6 description planning the same end-effector chunk."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness_nodes.common.robot_description import load_robot_description
+from harness_nodes.router.core import Finished, RouterCore, RouterParameters
+from harness_nodes.router.guard import Guard
+from harness_nodes.router.safety import limit_steps
+from harness_nodes.router.validation import ChunkInput, Failure, Rejection
+
+DOWN = (1.0, 0.0, 0.0, 0.0)
+
+
+@pytest.fixture(scope="module", params=["panda", "xarm6"])
+def robot(request):
+    desc = load_robot_description(request.param)
+    return desc, RouterCore(desc, RouterParameters(robot=request.param))
+
+
+def state_of(desc, q=None, width=None):
+    g = desc.gripper
+    s = dict(zip(desc.arm.joint_names, desc.arm.home if q is None else q))
+    w = g.max_width if width is None else width
+    s.update({n: g.position_for_width(w) for n in g.joint_names})
+    return s
+
+
+def fresh(core):
+    core.execution = None
+    core.finished.clear()
+    return core
+
+
+def joint_chunk(desc, points, times=None, chunk_id="j", **kw):
+    times = times or [1.0 * (i + 1) for i in range(len(points))]
+    return ChunkInput(chunk_id=chunk_id, space=1, joint_names=list(desc.arm.joint_names),
+                      joint_positions=[list(p) for p in points], joint_times=times, **kw)
+
+
+def test_same_end_effector_chunk_plans_on_both_arms(robot):
+    desc, core = robot
+    chunk = ChunkInput(chunk_id="ee-both", space=0, ee_positions=[[0.42, 0.06, 0.2], [0.42, 0.06, 0.05]],
+                       ee_orientations=[DOWN, DOWN], ee_times=[1.0, 2.0], gripper_command=2)
+    plan = fresh(core).submit(chunk, state_of(desc))
+    assert not isinstance(plan, Rejection), plan
+    tcp = core.kinematics.fk(plan.arm.final).translation
+    assert np.allclose(tcp, [0.42, 0.06, 0.05], atol=2e-3)
+
+
+def test_per_step_change_is_clamped_and_counted():
+    out, clamps = limit_steps(np.zeros(3), np.array([[0.5, -0.05, 0.0], [0.5, 0.5, 0.0]]), 0.1)
+    assert clamps == 3
+    assert np.allclose(out, [[0.1, -0.05, 0.0], [0.2, 0.05, 0.0]])
+
+
+def test_chunk_step_beyond_max_joint_step_is_clamped(robot):
+    desc, _ = robot
+    core = RouterCore(desc, RouterParameters(robot=desc.name, max_joint_step=0.1, collision_check=False))
+    target = np.array(desc.arm.home)
+    target[0] += 0.3
+    plan = core.submit(joint_chunk(desc, [target]), state_of(desc))
+    assert not isinstance(plan, Rejection), plan
+    assert plan.arm.final[0] == pytest.approx(desc.arm.home[0] + 0.1)
+    assert core.counters.step_clamps == 1 and plan.clamps >= 1
+    assert any("max_joint_step" in n for n in plan.notes)
+
+
+def test_path_into_the_table_is_rejected(robot):
+    desc, core = robot
+    q = np.array(desc.arm.home)
+    q[1] = 1.6 if desc.name == "panda" else 1.9     # shoulder forward: the arm dives into the table
+    core = RouterCore(desc, RouterParameters(robot=desc.name, workspace_min=[-2, -2, -2], workspace_max=[2, 2, 2],
+                                             max_joint_step=3.0))
+    result = core.submit(joint_chunk(desc, [q], times=[5.0]), state_of(desc))
+    assert isinstance(result, Rejection) and result.failure == Failure.COLLISION, result
+    assert "collision" in result.reason and core.counters.collisions == 1
+
+
+def test_self_collision_is_rejected():
+    desc = load_robot_description("panda")
+    core = RouterCore(desc, RouterParameters(workspace_min=[-2, -2, -2], workspace_max=[2, 2, 2], table_height=-2.0,
+                                             max_joint_step=6.0))
+    q = np.array([0.0, 0.96, 0.0, -1.356, 0.0, 0.007, 0.785])   # wrist folded: hand into link5
+    hit = core.collisions.check(q, core.open_fingers)
+    assert hit is not None, "expected a self-collision in the folded pose"
+    result = core.submit(joint_chunk(desc, [q], times=[10.0]), state_of(desc))
+    assert isinstance(result, Rejection) and result.failure == Failure.COLLISION
+
+
+def test_motion_near_a_singularity_is_slowed():
+    desc = load_robot_description("panda")
+    base = RouterParameters(collision_check=False, workspace_min=[-2, -2, -2], workspace_max=[2, 2, 2])
+    slow = RouterParameters(collision_check=False, workspace_min=[-2, -2, -2], workspace_max=[2, 2, 2],
+                            singularity_threshold=0.5)
+    q = np.array(desc.arm.home)
+    q[3] = -0.1                                      # elbow almost straight: low manipulability
+    fast_plan = RouterCore(desc, base).submit(joint_chunk(desc, [q]), state_of(desc))
+    core = RouterCore(desc, slow)
+    slow_plan = core.submit(joint_chunk(desc, [q]), state_of(desc))
+    assert slow_plan.arm.duration > fast_plan.arm.duration * 1.5
+    assert core.counters.singularity_slowdowns >= 1 and any("singularity" in n for n in slow_plan.notes)
+
+
+def run(core, plan, states, efforts=None, until=20.0, dt=0.02):
+    core.start(plan, 0.0)
+    t, events = 0.0, []
+    while core.busy and t < until:
+        t += dt
+        s = states(t)
+        events += core.update(t, s, t, efforts(t) if efforts else None)
+    return [e for e in events if isinstance(e, Finished)][-1]
+
+
+def test_unexpected_contact_stops_the_arm():
+    desc = load_robot_description("panda")
+    core = RouterCore(desc, RouterParameters(collision_check=False))
+    q = np.array(desc.arm.home) + 0.2
+    plan = core.submit(joint_chunk(desc, [q], times=[2.0]), state_of(desc))
+    efforts = lambda t: {desc.arm.joint_names[1]: 86.0 if t > 0.5 else 10.0}
+    done = run(core, plan, lambda t: state_of(desc, plan.arm.sample(t)), efforts)
+    assert done.failure == Failure.CONTACT and done.stop_arm and not done.succeeded
+    assert "contact" in done.message and core.counters.contacts == 1
+
+
+def test_tracking_error_while_moving_stops_the_arm():
+    desc = load_robot_description("panda")
+    core = RouterCore(desc, RouterParameters(collision_check=False, path_tolerance=0.1))
+    q = np.array(desc.arm.home) + 0.5
+    plan = core.submit(joint_chunk(desc, [q], times=[2.0]), state_of(desc))
+    done = run(core, plan, lambda t: state_of(desc))          # the arm never moves
+    assert done.failure == Failure.TRACKING and done.stop_arm and done.progress < 1.0
+    assert "while moving" in done.message
+
+
+def test_grasp_check_closing_on_nothing_fails(robot):
+    desc, _ = robot
+    core = RouterCore(desc, RouterParameters(robot=desc.name, collision_check=False))
+    plan = core.submit(joint_chunk(desc, [desc.arm.home], gripper_command=2, attempt=7), state_of(desc))
+    done = run(core, plan, lambda t: state_of(desc, width=0.0 if t > 1.5 else None))
+    assert done.failure == Failure.GRASP and not done.succeeded and done.attempt == 7
+
+
+def test_grasp_check_closing_on_an_object_succeeds():
+    desc = load_robot_description("panda")
+    core = RouterCore(desc, RouterParameters(collision_check=False))
+    plan = core.submit(joint_chunk(desc, [desc.arm.home], gripper_command=2), state_of(desc))
+    done = run(core, plan, lambda t: state_of(desc, width=0.05 if t > 1.6 else 0.08 - 0.02 * max(t - 1.2, 0) / 0.4))
+    assert done.succeeded and done.gripper_width == pytest.approx(0.05)
+
+
+def test_hold_finishes_the_executing_chunk():
+    desc = load_robot_description("panda")
+    core = RouterCore(desc, RouterParameters(collision_check=False))
+    plan = core.submit(joint_chunk(desc, [np.array(desc.arm.home) + 0.1]), state_of(desc))
+    core.start(plan, 0.0)
+    done = core.hold(0.3, "e-stop")
+    assert done.held and done.failure == Failure.HELD and not core.busy
+
+
+def test_guard_stale_stream_heartbeat_and_estop():
+    g = Guard(command_timeout=0.1, heartbeat_timeout=0.5)
+    assert g.check(0.0) == []
+    g.on_stream(1.0)
+    assert g.check(1.05) == []
+    reasons = g.check(1.2)
+    assert len(reasons) == 1 and "stale" in reasons[0]
+    assert g.check(1.3) == []                      # reported once; the stream has ended
+    g.on_heartbeat(2.0)
+    assert g.check(2.4) == [] and g.refusal() is None
+    assert "heartbeat" in g.check(2.6)[0] and "heartbeat" in g.refusal()
+    assert g.on_heartbeat(2.7) and g.refusal() is None
+    assert g.on_estop(True) and not g.on_estop(True)
+    assert "e-stop" in g.refusal()
+    ok, msg = g.reset_estop()
+    assert not ok and "still pressed" in msg
+    g.on_estop(False)
+    assert "e-stop" in g.refusal()                 # releasing the button does not release the hold
+    assert g.reset_estop()[0] and g.refusal() is None
