@@ -1,0 +1,207 @@
+"""Integration tests of the memory_tracker node process: observations in, events/snapshot/markers
+out, the query and latent services, bad input rejected with the node up, kill -9 keeps every fact,
+a corrupted database is kept aside."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from visualization_msgs.msg import MarkerArray
+
+from conftest import spin_until
+from robot_harness.msg import MemoryEvent, MemoryFact, MemorySnapshot, ObjectObservation, SceneObservation
+from robot_harness.srv import AssertFact, FetchLatent, QueryMemory, StoreLatent
+
+pytestmark = pytest.mark.integration
+MODULE = "harness_nodes.memory.node"
+RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class Client:
+    def __init__(self, node):
+        self.node = node
+        self.events: list[MemoryEvent] = []
+        self.snapshots: list[MemorySnapshot] = []
+        self.markers: list[MarkerArray] = []
+        self.diagnostics: list[DiagnosticStatus] = []
+        self.obs_pub = node.create_publisher(SceneObservation, "/harness/observations", RELIABLE)
+        node.create_subscription(MemoryEvent, "/harness/memory/events", self.events.append, RELIABLE)
+        node.create_subscription(MemorySnapshot, "/harness/memory", self.snapshots.append, LATCHED)
+        node.create_subscription(MarkerArray, "/harness/memory/markers", self.markers.append, LATCHED)
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: self.diagnostics.extend(s for s in m.status if s.name == "memory_tracker"),
+                                 10)
+        self.query_cli = node.create_client(QueryMemory, "/harness/memory/query")
+        self.assert_cli = node.create_client(AssertFact, "/harness/memory/assert")
+        self.store_cli = node.create_client(StoreLatent, "/harness/memory/latent/store")
+        self.fetch_cli = node.create_client(FetchLatent, "/harness/memory/latent/fetch")
+        self.counter = 0
+
+    def wait_ready(self, timeout=30.0):
+        assert spin_until(self.node, lambda: self.obs_pub.get_subscription_count() > 0
+                          and self.query_cli.service_is_ready(), timeout), "memory tracker not up"
+
+    def call(self, client, request, timeout=10.0):
+        assert client.wait_for_service(timeout_sec=timeout)
+        future = client.call_async(request)
+        assert spin_until(self.node, future.done, timeout)
+        return future.result()
+
+    def query(self, subject="", kind=QueryMemory.Request.KIND_ANY, region=None, min_confidence=0.0):
+        req = QueryMemory.Request(subject=subject, kind=kind, min_confidence=float(min_confidence))
+        if region is not None:
+            req.use_region = True
+            req.region_center.x, req.region_center.y, req.region_center.z = region[0]
+            req.region_radius = float(region[1])
+        res = self.call(self.query_cli, req)
+        assert res.success, res.message
+        return {f.fact_id: f for f in res.facts}
+
+    def observe(self, objects: dict, frame="world", stamp_offset=0.0, camera="scene", wait_events=0, publish=True):
+        msg = SceneObservation()
+        now = self.node.get_clock().now().nanoseconds * 1e-9 + stamp_offset + self.counter * 1e-6
+        self.counter += 1
+        msg.header.stamp.sec = int(now)
+        msg.header.stamp.nanosec = int((now - int(now)) * 1e9)
+        msg.header.frame_id = frame
+        msg.camera = camera
+        msg.camera_pose.orientation.w = 1.0
+        for oid, pos in objects.items():
+            o = ObjectObservation()
+            o.header = msg.header
+            o.object_id = oid
+            o.pose.position.x, o.pose.position.y, o.pose.position.z = pos
+            o.pose.orientation.w = 1.0
+            o.position_covariance = list((np.eye(3) * 1e-5).ravel())
+            o.identity_confidence = 1.0
+            o.visible_fraction = 1.0
+            o.camera = camera
+            msg.objects.append(o)
+        n = len(self.events)
+        if not publish:
+            return msg
+        self.obs_pub.publish(msg)
+        if wait_events:
+            assert spin_until(self.node, lambda: len(self.events) >= n + wait_events, 10.0), \
+                f"expected {wait_events} event(s), got {[(e.event, e.fact_id) for e in self.events[n:]]}"
+        return msg
+
+
+def test_observations_events_snapshot_markers_query_and_bad_input(start_node, ros_node, tmp_path):
+    node = start_node(MODULE, "memory.yaml", db_path=str(tmp_path / "m.sqlite"), snapshot_rate=5.0,
+                      markers_rate=5.0, cameras=["scene"])
+    c = Client(ros_node)
+    c.wait_ready()
+    c.observe({"red_cube": (0.4, 0.0, 0.025), "green_cube": (0.55, 0.1, 0.025)}, wait_events=2)
+    assert {e.fact_id for e in c.events} == {"visual/red_cube", "visual/green_cube"}
+    assert all(e.event == MemoryEvent.EVENT_CREATED for e in c.events)
+    assert spin_until(ros_node, lambda: any(len(s.facts) == 2 for s in c.snapshots), 5.0)
+    assert spin_until(ros_node, lambda: any(len(m.markers) == 5 for m in c.markers), 5.0)   # deleteall + 2x2
+    facts = c.query(region=((0.4, 0.0, 0.0), 0.1))
+    assert list(facts) == ["visual/red_cube"]
+    red = facts["visual/red_cube"]
+    assert red.state == MemoryFact.STATE_VALID and red.confidence > 0.99 and red.camera == "scene"
+    # contradiction
+    c.observe({"red_cube": (0.3, -0.1, 0.025)}, wait_events=1)
+    assert c.events[-1].event == MemoryEvent.EVENT_CONTRADICTED
+    # bad input: each rejected with an ERROR diagnostic, store untouched, node up
+    before = {k: (f.pose.position.x, f.confidence) for k, f in c.query().items()}
+    c.observe({"red_cube": (math.nan, 0.0, 0.0)})
+    c.observe({"red_cube": (0.1, 0.1, 0.1)}, frame="camera_link")
+    c.observe({"red_cube": (0.1, 0.1, 0.1)}, stamp_offset=3600.0)
+    c.observe({"red_cube": (0.1, 0.1, 0.1)}, stamp_offset=-3600.0)
+    c.observe({f"cube_{i}": (0.0, 0.0, 0.0) for i in range(1000)})
+    dup = c.observe({"blue_cube": (0.1, 0.1, 0.1)}, publish=False)
+    dup.objects.append(dup.objects[0])
+    c.obs_pub.publish(dup)
+    assert spin_until(ros_node, lambda: sum(s.level == DiagnosticStatus.ERROR for s in c.diagnostics) >= 6, 10.0), \
+        [s.message for s in c.diagnostics]
+    messages = " | ".join(s.message for s in c.diagnostics if s.level == DiagnosticStatus.ERROR)
+    for needle in ("not finite", "unknown frame", "future", "old", "objects (max", "duplicate object ids"):
+        assert needle in messages
+    assert node.alive()
+    after = {k: (f.pose.position.x, f.confidence) for k, f in c.query().items()}
+    assert set(after) == set(before)
+    assert all(after[k][0] == before[k][0] for k in before)
+    # asserted text fact and a bad one
+    fact = MemoryFact(kind=MemoryFact.KIND_TEXT, subject="task", value='"red cube to tray"', confidence=1.0)
+    fact.pose.orientation.w = 1.0
+    res = c.call(c.assert_cli, AssertFact.Request(fact=fact))
+    assert res.success and res.fact_id == "text/task"
+    bad = MemoryFact(kind=MemoryFact.KIND_VISUAL, subject="x", confidence=1.0)
+    bad.pose.position.x = math.nan
+    bad.pose.orientation.w = 1.0
+    assert not c.call(c.assert_cli, AssertFact.Request(fact=bad)).success
+    assert set(c.query(kind=MemoryFact.KIND_TEXT)) == {"text/task"}
+    # latent cache: store, hit, miss, dropped when the region's facts change
+    req = StoreLatent.Request(camera="scene", model="enc", region_radius=0.1, shape=[2, 2], data=[1.0, 2.0, 3.0, 4.0])
+    req.region_center.x = 0.55
+    req.region_center.y = 0.1
+    assert c.call(c.store_cli, req).success
+    fetch = FetchLatent.Request(camera="scene", model="enc", region_center=req.region_center, region_radius=0.1)
+    hit = c.call(c.fetch_cli, fetch)
+    assert hit.hit and list(hit.data) == [1.0, 2.0, 3.0, 4.0] and list(hit.shape) == [2, 2]
+    c.observe({"green_cube": (0.6, 0.12, 0.025)}, wait_events=1)           # green moved: region changed
+    miss = c.call(c.fetch_cli, fetch)
+    assert not miss.hit and (miss.hits, miss.misses) == (1, 1)
+    bad_req = StoreLatent.Request(camera="scene", model="enc", region_radius=0.1, shape=[3], data=[1.0])
+    assert not c.call(c.store_cli, bad_req).success
+    assert node.alive()
+
+
+def test_kill_9_and_restart_keeps_every_fact(start_node, ros_node, tmp_path):
+    db = tmp_path / "m.sqlite"
+    node = start_node(MODULE, "memory.yaml", db_path=str(db), cameras=["scene"])
+    c = Client(ros_node)
+    c.wait_ready()
+    n = 40
+    for k in range(4):
+        c.observe({f"obj_{k}_{i}": (0.05 * i, 0.1 * k, 0.0) for i in range(n // 4)}, wait_events=n // 4)
+    before = c.query()
+    assert len(before) == n
+    os.killpg(node.proc.pid, signal.SIGKILL)          # no chance to flush or close
+    node.proc.wait(5)
+    assert node.proc.returncode == -signal.SIGKILL
+    node2 = start_node(MODULE, "memory.yaml", db_path=str(db), cameras=["scene"])
+    assert spin_until(ros_node, lambda: "memory tracker:" in node2.log(), 30.0), node2.log()
+    assert f"reloaded {n} fact(s)" in node2.log()
+    # The killed process lingers in DDS discovery until its lease expires: a fresh client, retried.
+    after = {}
+    for _ in range(5):
+        cli = ros_node.create_client(QueryMemory, "/harness/memory/query")
+        assert cli.wait_for_service(timeout_sec=10.0)
+        future = cli.call_async(QueryMemory.Request(kind=QueryMemory.Request.KIND_ANY))
+        if spin_until(ros_node, future.done, 4.0):
+            after = {f.fact_id: f for f in future.result().facts}
+            break
+        ros_node.destroy_client(cli)
+    assert set(after) == set(before)
+    for fid, f in before.items():
+        assert after[fid].pose.position.x == pytest.approx(f.pose.position.x)
+        assert after[fid].confidence == pytest.approx(f.confidence, abs=0.02)
+
+
+def test_corrupted_database_is_kept_aside_and_reported(start_node, ros_node, tmp_path):
+    db = tmp_path / "m.sqlite"
+    db.write_bytes(b"garbage" * 1000)
+    node = start_node(MODULE, "memory.yaml", db_path=str(db), cameras=["scene"])
+    c = Client(ros_node)
+    c.wait_ready()
+    assert spin_until(ros_node, lambda: any(s.level == DiagnosticStatus.ERROR and "kept as" in s.message
+                                            for s in c.diagnostics), 10.0)
+    kept = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"garbage" * 1000
+    c.observe({"red_cube": (0.4, 0.0, 0.025)}, wait_events=1)
+    assert node.alive() and "unreadable" in node.log()
+
+
+def test_bad_parameter_exits_nonzero_naming_the_field(start_node, tmp_path):
+    node = start_node(MODULE, "memory.yaml", db_path=str(tmp_path / "m.sqlite"), stale_threshold=1.5)
+    assert node.proc.wait(30) == 2
+    assert "stale_threshold" in node.log()
