@@ -11,6 +11,7 @@ import pytest
 from sensor_msgs.msg import JointState
 
 from conftest import REPO, ros_env, spin_until
+from harness_nodes.bringup.stack import load_stack_description
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def wait_for_joint_states(ros_node) -> list:
 def test_sigterm_stops_every_node_cleanly(bringup, ros_node):
     wait_for_joint_states(ros_node)
     kids = children_of(bringup.pid)
-    assert len(kids) == 2, "one process per node of the sim stack"
+    assert len(kids) == len(load_stack_description().stack("sim").nodes), "one process per node"
     bringup.send_signal(signal.SIGTERM)
     assert bringup.wait(20) == 0
     deadline = time.monotonic() + 5

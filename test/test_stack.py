@@ -33,7 +33,8 @@ def test_robot_stack_runs_no_simulation():
 
 def test_bringup_commands_match_the_stack():
     commands = build_commands("sim", "panda", True, ["sim.real_time_factor:=2.0", "seed:=3"])
-    assert set(commands) == {"sim", "controller_router"}
+    assert set(commands) == {n.name for n in load_stack_description().stack("sim").nodes}
+    assert {"sim", "controller_router", "memory_tracker"} <= set(commands)
     sim = commands["sim"]
     assert sim[1].endswith("lib/robot_harness/sim_node")
     assert "__node:=sim" in sim and str(REPO / "config" / "sim.yaml") in sim
