@@ -391,3 +391,21 @@ def test_monitor_gripper_not_responding_times_out(core_factory):
     done = run_monitor(core, plan, state, fingers_to=None)[-1]      # fingers never move
     assert not done.succeeded and done.failure == Failure.TIMEOUT
     assert done.gripper_width == pytest.approx(0.08)
+
+
+# ---------------------------------------------------------------- config/router.yaml
+def test_router_yaml_lists_every_parameter_with_its_default():
+    import yaml
+    from harness_nodes.common.paths import resolve_config_file
+    with open(resolve_config_file("router.yaml")) as f:
+        values = yaml.safe_load(f)["controller_router"]["ros__parameters"]
+    fields = RouterParameters.model_fields
+    assert set(values) == set(fields), (set(fields) - set(values), set(values) - set(fields))
+    for name, info in fields.items():
+        assert values[name] == info.default, (name, values[name], info.default)
+    RouterParameters.model_validate(values)
+    text = resolve_config_file("router.yaml").read_text()
+    for line in text.splitlines():   # every parameter line carries a comment (unit or meaning)
+        key = line.strip().split(":")[0]
+        if key in fields and key not in ("robot",):
+            assert "#" in line, f"router.yaml: '{key}' has no comment"

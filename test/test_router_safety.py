@@ -1,5 +1,5 @@
 """Router v2 safety rules, each violated once (pure cores, no ROS): per-step change limit,
-self/table collision, singularity slowdown, contact, path tracking, grasp check, watchdog,
+self/table collision, velocity scaling near collisions, singularity slowdown, contact, path tracking, grasp check, watchdog,
 heartbeat and e-stop latching; plus the xArm6 description planning the same end-effector chunk."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.router.core import Finished, RouterCore, RouterParameters
 from harness_nodes.router.guard import Guard
-from harness_nodes.router.safety import limit_steps
+from harness_nodes.router.kinematics import pose_to_se3
+from harness_nodes.router.safety import limit_steps, proximity_scale
 from harness_nodes.router.validation import ChunkInput, Failure, Rejection
 
 DOWN = (1.0, 0.0, 0.0, 0.0)
@@ -103,6 +104,91 @@ def test_motion_near_a_singularity_is_slowed():
     slow_plan = core.submit(joint_chunk(desc, [q]), state_of(desc))
     assert slow_plan.arm.duration > fast_plan.arm.duration * 1.5
     assert core.counters.singularity_slowdowns >= 1 and any("singularity" in n for n in slow_plan.notes)
+
+
+def ik_state(desc, core, xyz):
+    """Arm state with the tool (pointing down) at `xyz`, gripper open."""
+    r = core.kinematics.ik(pose_to_se3(xyz, DOWN), desc.arm.home, others=core.open_fingers, margin=0.02)
+    assert r.success, xyz
+    return state_of(desc, r.q)
+
+
+def ee_line(start, end, chunk_id="line", seconds=1.0):
+    return ChunkInput(chunk_id=chunk_id, space=0, ee_positions=[start, end], ee_orientations=[DOWN, DOWN],
+                      ee_times=[0.5 * seconds, seconds])
+
+
+def slowdown_pair(desc, **kw):
+    """A core with the default collision slowdown and one with it off (the reference timing)."""
+    on = RouterCore(desc, RouterParameters(robot=desc.name, **kw))
+    off = RouterCore(desc, RouterParameters(robot=desc.name, collision_slowdown_distance=0.0, **kw))
+    return on, off
+
+
+def test_proximity_scale_slows_only_when_closing_in():
+    assert proximity_scale(0.05, 0.06, 0.03, 0.2) == 1.0           # farther than the threshold
+    assert proximity_scale(0.015, 0.02, 0.03, 0.2) == pytest.approx(0.5)
+    assert proximity_scale(0.001, 0.002, 0.03, 0.2) == 0.2           # floor: collision_min_scale
+    assert proximity_scale(0.015, 0.015, 0.03, 0.2) == pytest.approx(0.5)   # grazing: still slowed
+    assert proximity_scale(0.015, 0.010, 0.03, 0.2) == 1.0           # backing off: full speed
+    assert proximity_scale(0.001, 0.002, 0.0, 0.2) == 1.0            # 0 = off
+
+
+def test_path_grazing_the_table_is_slowed(robot):
+    desc, _ = robot
+    on, off = slowdown_pair(desc)
+    start = ik_state(desc, on, [0.40, 0.0, 0.015])   # fingertips ~1 cm above the table
+    chunk = ee_line([0.45, 0.0, 0.015], [0.50, 0.0, 0.015], seconds=0.6)
+    ref = off.submit(chunk, start)
+    plan = on.submit(chunk, start)
+    assert not isinstance(ref, Rejection) and not isinstance(plan, Rejection), (ref, plan)
+    assert np.allclose(plan.arm.positions, ref.arm.positions)          # same path, slower timing
+    assert plan.arm.duration > 2.0 * ref.arm.duration, (plan.arm.duration, ref.arm.duration)
+    assert on.counters.collision_slowdowns == 2 and off.counters.collision_slowdowns == 0
+    assert any("slowed near a collision" in n and "table" in n for n in plan.notes), plan.notes
+    # Velocities stay consistent with the stretched timing (zero at both ends).
+    assert np.allclose(plan.arm.velocities[[0, -1]], 0.0)
+
+
+def test_path_far_from_obstacles_is_unchanged(robot):
+    desc, _ = robot
+    on, off = slowdown_pair(desc)
+    start = ik_state(desc, on, [0.40, 0.0, 0.30])
+    chunk = ee_line([0.45, 0.0, 0.30], [0.50, 0.05, 0.30], seconds=0.6)
+    ref, plan = off.submit(chunk, start), on.submit(chunk, start)
+    assert not isinstance(plan, Rejection), plan
+    assert np.allclose(plan.arm.times, ref.arm.times)
+    assert on.counters.collision_slowdowns == 0
+    assert not any("collision" in n for n in plan.notes)
+
+
+def test_lifting_away_from_the_table_is_not_slowed(robot):
+    desc, _ = robot
+    on, off = slowdown_pair(desc)
+    start = ik_state(desc, on, [0.45, 0.0, 0.015])
+    chunk = ee_line([0.45, 0.0, 0.05], [0.45, 0.0, 0.2], seconds=0.6)
+    ref, plan = off.submit(chunk, start), on.submit(chunk, start)
+    assert not isinstance(plan, Rejection), plan
+    assert np.allclose(plan.arm.times, ref.arm.times) and on.counters.collision_slowdowns == 0
+
+
+def test_stream_step_toward_the_table_is_scaled():
+    desc = load_robot_description("panda")
+    on, off = slowdown_pair(desc)
+    start = ik_state(desc, on, [0.45, 0.0, 0.02])
+    target = ik_state(desc, on, [0.45, 0.0, 0.012])
+    q0 = np.array([start[n] for n in desc.arm.joint_names])
+    q1 = np.array([target[n] for n in desc.arm.joint_names])
+    cmd = joint_chunk(desc, [q1], times=[0.004])
+    full, _, _ = off.plan_stream(cmd, start, None)
+    scaled, _, _ = on.plan_stream(cmd, start, None)
+    assert np.allclose(full, q1)
+    step, full_step = np.abs(scaled - q0).max(), np.abs(q1 - q0).max()
+    assert 0.15 * full_step < step < 0.6 * full_step, (step, full_step)
+    assert on.counters.collision_slowdowns == 1
+    # Backing off from the table is not scaled.
+    back, _, _ = on.plan_stream(joint_chunk(desc, [q0], times=[0.004]), target, None)
+    assert np.allclose(back, q0) and on.counters.collision_slowdowns == 1
 
 
 def run(core, plan, states, efforts=None, until=20.0, dt=0.02):

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from harness_nodes.common.robot_description import RobotDescription
 from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
-from harness_nodes.router.safety import check_path_collisions, limit_steps, slow_near_singularities
+from harness_nodes.router.safety import (check_path_collisions, limit_steps, proximity_scale, slow_near_collisions,
+                                         slow_near_singularities)
 from harness_nodes.router.trajectory import (GripperTrajectory, JointTrajectory, TimingLimits,
                                              build_arm_trajectory, build_gripper_trajectory)
 from harness_nodes.router.validation import (ChunkInput, Failure, GripperCommand, Rejection, Space,
@@ -42,7 +43,7 @@ class RouterParameters(BaseModel):
     gripper_settle_time: float = Field(1.0, ge=0.0, le=30.0, description="s allowed for the gripper")
     workspace_min: list[float] = Field([-0.9, -0.9, -0.02], min_length=3, max_length=3)
     workspace_max: list[float] = Field([0.9, 0.9, 1.2], min_length=3, max_length=3)
-    # Additions (not in config/router.yaml; defaults used):
+    # Not in the first router.yaml (defaults used before v2):
     acceleration_scale: float = Field(0.5, gt=0.0, le=1.0, description="fraction of each acceleration limit")
     state_timeout: float = Field(1.0, gt=0.0, le=60.0, description="s, older joint states count as no state")
     max_chunk_points: int = Field(200, ge=1, le=10000, description="waypoints per chunk, at most")
@@ -54,6 +55,10 @@ class RouterParameters(BaseModel):
     table_height: float = Field(0.0, ge=-2.0, le=2.0, description="m, table top in the base frame")
     singularity_threshold: float = Field(0.01, ge=0.0, le=1.0, description="manipulability below which motion slows; 0 = off")
     singularity_min_scale: float = Field(0.2, gt=0.0, le=1.0, description="slowest velocity scale near a singularity")
+    collision_slowdown_distance: float = Field(0.03, ge=0.0, le=0.5,
+                                               description="m; motion closing in on the table or a self-collision "
+                                                           "below this distance slows; 0 = off")
+    collision_min_scale: float = Field(0.2, gt=0.0, le=1.0, description="slowest velocity scale near a collision")
     path_tolerance: float = Field(0.3, gt=0.0, le=3.0, description="rad, max joint error while moving (then hold)")
     contact_effort_ratio: float = Field(0.95, ge=0.0, le=1.0, description="|effort| / effort_limit counted as contact; 0 = off")
     contact_time: float = Field(0.15, ge=0.0, le=5.0, description="s the effort must stay that high to count as contact")
@@ -161,6 +166,7 @@ class Counters:
     collisions: int = 0
     step_clamps: int = 0
     singularity_slowdowns: int = 0
+    collision_slowdowns: int = 0
     holds: int = 0
     contacts: int = 0
     tracking_failures: int = 0
@@ -194,12 +200,16 @@ class RouterCore:
         g = description.gripper
         self.open_fingers = {n: g.open_q for n in g.joint_names}
         self.open_fingers.update({n: g.open_q * m for n, m in g.mimic_joints.items()})
+        closed_fingers = {n: g.closed_q for n in g.joint_names}
+        closed_fingers.update({n: g.closed_q * m for n, m in g.mimic_joints.items()})
         self.collisions = None
         if params.collision_check:
             from harness_nodes.router.safety import CollisionChecker
             self.collisions = CollisionChecker(self.kinematics, arm.home, self.open_fingers, params.table_height,
                                                description.collision_ignore,
-                                               [*g.joint_names, *g.mimic_joints])
+                                               [*g.joint_names, *g.mimic_joints],
+                                               proximity_distance=params.collision_slowdown_distance,
+                                               closed_fingers=closed_fingers)
         self.execution: _Execution | None = None
         self.finished: dict[str, Finished] = {}
         self._finished_order: deque = deque()
@@ -291,6 +301,11 @@ class RouterCore:
             if hit:
                 self.counters.collisions += 1
                 return self._reject(Failure.COLLISION, hit)
+        near_slowed, d_min, d_pair = 0, math.nan, ""
+        if self.collisions is not None:
+            traj, near_slowed, d_min, d_pair = slow_near_collisions(traj, self.collisions, others,
+                                                                    self.params.collision_slowdown_distance,
+                                                                    self.params.collision_min_scale, 4)
         traj, slowed, w_min = slow_near_singularities(traj, self.kinematics, others,
                                                       self.params.singularity_threshold,
                                                       self.params.singularity_min_scale, 4)
@@ -299,10 +314,14 @@ class RouterCore:
         self.counters.clamps += clamps
         self.counters.step_clamps += step_clamps
         self.counters.singularity_slowdowns += slowed
+        self.counters.collision_slowdowns += near_slowed
         notes = valid.notes + ((f"{traj.lengthened} segment(s) slowed to respect joint limits",)
                                if traj.lengthened else ())
         if step_clamps:
             notes += (f"{step_clamps} joint step(s) clamped to max_joint_step {self.params.max_joint_step} rad",)
+        if near_slowed:
+            notes += (f"{near_slowed} segment(s) slowed near a collision (distance {d_min * 1000:.1f} mm, "
+                      f"{d_pair}; collision_slowdown_distance {self.params.collision_slowdown_distance} m)",)
         if slowed:
             notes += (f"{slowed} segment(s) slowed near a singularity (manipulability {w_min:.4f})",)
         return Plan(valid.chunk_id, valid.attempt, valid.source, traj, valid.gripper_command,
@@ -348,6 +367,17 @@ class RouterCore:
             for k, name in enumerate(valid.joint_names):
                 target[self.arm_joints.index(name)] = valid.joint_positions[0, k]
         (target,), clamps = limit_steps(base, target[None, :], self.params.max_stream_step)
+        if self.collisions is not None and self.collisions.hulls is not None:
+            # Velocity scaling near collisions: a command closing in on an obstacle moves only
+            # `scale` of its step (at the stream's fixed rate, `scale` of its velocity).
+            d_target, pair = self.collisions.min_distance(target, others)
+            if d_target < self.params.collision_slowdown_distance:
+                d_base, _ = self.collisions.min_distance(base, others)
+                scale = proximity_scale(d_target, d_base, self.params.collision_slowdown_distance,
+                                        self.params.collision_min_scale)
+                if scale < 1.0:
+                    target = base + scale * (target - base)
+                    self.counters.collision_slowdowns += 1
         traj = build_arm_trajectory(self.arm_joints, current, target[None, :], valid.times,
                                     TimingLimits(self.timing.velocity_limit, self.timing.acceleration_limit,
                                                  self.timing.velocity_scale, self.timing.acceleration_scale,

@@ -32,6 +32,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Pose
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -46,8 +47,10 @@ from harness_nodes.router.core import (Duplicate, Executing, Finished, Plan, Rou
                                        StartGripper)
 from harness_nodes.router.trajectory import GripperTrajectory, JointTrajectory
 from harness_nodes.router.validation import ChunkInput, Failure, Rejection
+from harness_nodes.router.camera_mount import ee_T_camera, ee_target_for_camera
 from harness_nodes.router.guard import Guard
-from robot_harness.msg import ActionChunk, ExecutionFeedback
+from harness_nodes.router.kinematics import matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from robot_harness.msg import ActionChunk, ExecutionFeedback, ViewpointRequest
 from robot_harness.srv import ResetEstop, SwitchController
 
 NODE_NAME = "controller_router"
@@ -65,6 +68,12 @@ EXECUTING_PERIOD = 0.5    # s between EXECUTING feedback messages
 LATENCY_SAMPLES = 1000
 
 STATUS_NAME = "controller_router"
+# Viewpoint requests (perception's active viewpoint selection): a wrist-camera pose, executed when the
+# router is idle as an end-effector chunk with chunk_id = request_id (feedback on the feedback topic).
+VIEWPOINT_TOPIC = "/harness/viewpoint"
+VIEWPOINT_CAMERA = "wrist"
+VIEWPOINT_SPEED = 0.15      # m/s of the tool for viewpoint moves
+VIEWPOINT_MIN_TIME = 1.5    # s
 
 
 def _seconds(d: Duration) -> float:
@@ -165,6 +174,9 @@ class ControllerRouter(LifecycleNode):
         self.create_subscription(ActionChunk, self.params.stream_topic, self._on_stream, COMMAND_QOS)
         self.create_subscription(Bool, self.params.estop_topic, self._on_estop, COMMAND_QOS)
         self.create_subscription(Header, self.params.heartbeat_topic, self._on_heartbeat, COMMAND_QOS)
+        self.pending_viewpoint: ViewpointRequest | None = None   # newest request, run when idle
+        self._ee_T_camera = None
+        self.create_subscription(ViewpointRequest, VIEWPOINT_TOPIC, self._on_viewpoint, COMMAND_QOS)
         self.create_service(ResetEstop, "~/reset_estop", self._on_reset_estop)
         self.create_service(SwitchController, "~/switch_controller", self._on_switch)
         self.create_timer(1.0 / self.params.monitor_rate, self._on_loop)
@@ -308,6 +320,49 @@ class ControllerRouter(LifecycleNode):
             self._send_arm(traj, now, skip_first=False)
         self.latencies.append(time.perf_counter() - received)
 
+    def _on_viewpoint(self, msg: ViewpointRequest) -> None:
+        """Keep the newest request; it runs as soon as no chunk executes (between task phases)."""
+        if msg.camera != VIEWPOINT_CAMERA:
+            self._publish_feedback(msg.request_id, 0, ExecutionFeedback.STATUS_REJECTED, Failure.INVALID_INPUT,
+                                   f"viewpoint for camera '{msg.camera}': only '{VIEWPOINT_CAMERA}' can be moved")
+            return
+        self.pending_viewpoint = msg
+        self._run_viewpoint()
+
+    def _run_viewpoint(self) -> None:
+        msg = self.pending_viewpoint
+        if msg is None or self.core is None or self.core.busy:
+            return
+        self.pending_viewpoint = None
+        chunk = ActionChunk()
+        chunk.header = msg.header
+        chunk.chunk_id = msg.request_id
+        chunk.source = "viewpoint"
+        chunk.space = ActionChunk.SPACE_END_EFFECTOR
+        try:
+            if self._ee_T_camera is None:
+                self._ee_T_camera = ee_T_camera(self.core.kinematics, self.description.camera_link)
+            c, o = msg.camera_pose.position, msg.camera_pose.orientation
+            pos, rot = ee_target_for_camera((c.x, c.y, c.z), quat_xyzw_to_matrix((o.x, o.y, o.z, o.w)),
+                                            self._ee_T_camera)
+            q = self.core.arm_state(self.joint_positions)
+            start = self.core.kinematics.fk(q).translation if not isinstance(q, str) else pos
+            duration = max(VIEWPOINT_MIN_TIME, float(np.linalg.norm(pos - start)) / VIEWPOINT_SPEED)
+            quat = matrix_to_quat_xyzw(rot)
+        except Exception as exc:   # NaN pose, zero quaternion, ...: the router's validation reports it
+            pos, quat, duration = (math.nan,) * 3, (0.0, 0.0, 0.0, 1.0), VIEWPOINT_MIN_TIME
+            self.get_logger().error(f"viewpoint '{msg.request_id}': cannot convert camera pose: {exc!r}")
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in pos)
+        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in quat)
+        chunk.ee_poses = [pose]
+        chunk.ee_times = [_duration(duration)]
+        chunk.gripper_command = ActionChunk.GRIPPER_NONE
+        self.get_logger().info(f"viewpoint '{msg.request_id}': camera to "
+                               f"({msg.camera_pose.position.x:.3f}, {msg.camera_pose.position.y:.3f}, "
+                               f"{msg.camera_pose.position.z:.3f}) in {duration:.1f} s")
+        self._on_command(chunk)
+
     def _on_estop(self, msg: Bool) -> None:
         if self.guard.on_estop(msg.data):
             self._hold("e-stop pressed (latched until ~/reset_estop)", level=DiagnosticStatus.ERROR)
@@ -358,6 +413,7 @@ class ControllerRouter(LifecycleNode):
             if t >= traj.duration:
                 self.forward = None
         if self.core is None or not self.core.busy:
+            self._run_viewpoint()
             return
         for event in self.core.update(now, self.joint_positions, self.state_time, self.joint_efforts):
             if isinstance(event, StartGripper):
@@ -506,7 +562,8 @@ class ControllerRouter(LifecycleNode):
                 "accepted": c.accepted, "rejected": c.rejected, "clamps": c.clamps, "succeeded": c.succeeded,
                 "failed": c.failed, "busy_rejections": c.busy, "duplicates": c.duplicates,
                 "collision_rejections": c.collisions, "step_clamps": c.step_clamps,
-                "singularity_slowdowns": c.singularity_slowdowns, "contacts": c.contacts,
+                "singularity_slowdowns": c.singularity_slowdowns, "collision_slowdowns": c.collision_slowdowns,
+                "contacts": c.contacts,
                 "tracking_failures": c.tracking_failures, "grasp_failures": c.grasp_failures})
         values.update({
             "forward_latency_ms_last": lat["last"] * 1000, "forward_latency_ms_mean": lat["mean"] * 1000,
