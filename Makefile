@@ -1,6 +1,6 @@
 # The two promises: `make demo` runs the harness against PyBullet, `make test` runs the tests.
 # Each sets up what it needs (scripts/setup.sh is idempotent and quick when nothing changed).
-.PHONY: setup demo test bench-foundation bench-router bench-memory clean
+.PHONY: setup demo test bench-foundation bench-router bench-memory bench-perception clean
 
 RUN := scripts/env.sh
 
@@ -24,3 +24,6 @@ bench-router: setup
 
 bench-memory: setup
 	@$(RUN) python bench/memory.py
+
+bench-perception: setup
+	@$(RUN) python bench/perception.py

@@ -30,7 +30,19 @@ from harness_nodes.common.robot_description import RobotDescription, load_robot_
 CUBE_IDS = ("red_cube", "green_cube", "blue_cube")
 TRAY_ID = "tray"
 OBJECT_IDS = (*CUBE_IDS, TRAY_ID)
-SCENARIOS = ("nominal",)
+SCENARIOS = ("nominal", "occluded", "lookalike")
+# Scenario props: always built (so a render worker's copy of the world has them too), parked off
+# the table where a scenario does not use them.
+OCCLUDER_ID = "occluder"        # a tall grey box hiding the target from the scene camera
+DISTRACTOR_ID = "distractor"    # a cube of nearly the target's colour (look-alike)
+PROP_IDS = (OCCLUDER_ID, DISTRACTOR_ID)
+OCCLUDER_HALF = (0.025, 0.09, 0.13)   # m: thin along the scene camera's line of sight, 0.26 m tall
+OCCLUDER_COLOUR = (0.55, 0.55, 0.58, 1.0)
+DISTRACTOR_COLOUR = (0.85, 0.28, 0.1, 1.0)   # hue ~14 deg, next to red's 0 deg
+OCCLUDED_TARGET_XY = (0.40, 0.48)   # red cube: outside the wrist camera's view at home
+OCCLUDER_DISTANCE = 0.12            # m from the target toward the scene camera
+LOOKALIKE_OFFSET = (0.0, -0.08)     # distractor relative to the red cube
+PROP_PARK = {OCCLUDER_ID: (3.0, -2.0), DISTRACTOR_ID: (3.0, 2.0)}   # behind the scene camera
 CAMERAS = ("scene", "wrist")
 
 CUBE_SIZE = 0.05          # m, edge
@@ -356,6 +368,17 @@ class SimWorld:
             p.changeDynamics(body, -1, lateralFriction=CUBE_FRICTION, spinningFriction=0.01,
                              rollingFriction=0.0001, physicsClientId=c)
             self.objects[cube] = body
+        occ_col = p.createCollisionShape(p.GEOM_BOX, halfExtents=OCCLUDER_HALF, physicsClientId=c)
+        occ_vis = p.createVisualShape(p.GEOM_BOX, halfExtents=OCCLUDER_HALF, rgbaColor=OCCLUDER_COLOUR,
+                                      physicsClientId=c)
+        self.objects[OCCLUDER_ID] = p.createMultiBody(0, occ_col, occ_vis, basePosition=(0, 0, -5),
+                                                      physicsClientId=c)
+        dis_vis = p.createVisualShape(p.GEOM_BOX, halfExtents=cube_half, rgbaColor=DISTRACTOR_COLOUR,
+                                      physicsClientId=c)
+        body = p.createMultiBody(CUBE_MASS, cube_col, dis_vis, basePosition=(0, 0, 1), physicsClientId=c)
+        p.changeDynamics(body, -1, lateralFriction=CUBE_FRICTION, spinningFriction=0.01,
+                         rollingFriction=0.0001, physicsClientId=c)
+        self.objects[DISTRACTOR_ID] = body
         self.objects[TRAY_ID] = p.loadURDF("tray/traybox.urdf", (*TRAY_NOMINAL_XY, TRAY_BASE_Z),
                                            useFixedBase=True, globalScaling=TRAY_SCALE,
                                            physicsClientId=c)
@@ -374,6 +397,23 @@ class SimWorld:
             poses[cube] = ((x + dx, y + dy, CUBE_SIZE / 2 + 1e-4),
                            tuple(p.getQuaternionFromEuler((0, 0, yaw))))
         poses[TRAY_ID] = ((*TRAY_NOMINAL_XY, TRAY_BASE_Z), (0.0, 0.0, 0.0, 1.0))
+        poses[OCCLUDER_ID] = ((*PROP_PARK[OCCLUDER_ID], FLOOR_Z + OCCLUDER_HALF[2]), (0.0, 0.0, 0.0, 1.0))
+        poses[DISTRACTOR_ID] = ((*PROP_PARK[DISTRACTOR_ID], FLOOR_Z + CUBE_SIZE / 2), (0.0, 0.0, 0.0, 1.0))
+        if scenario == "occluded":
+            # The red cube sits behind a taller box as seen from the scene camera, outside the
+            # wrist camera's view at home: only moving the wrist camera finds it.
+            dx, dy = rng.uniform(-0.01, 0.01, size=2) if seed != 0 else (0.0, 0.0)
+            tx, ty = OCCLUDED_TARGET_XY[0] + dx, OCCLUDED_TARGET_XY[1] + dy
+            poses["red_cube"] = ((tx, ty, CUBE_SIZE / 2 + 1e-4), poses["red_cube"][1])
+            to_cam = np.array([self.SCENE_EYE[0] - tx, self.SCENE_EYE[1] - ty])
+            to_cam /= np.linalg.norm(to_cam)
+            ox, oy = np.array([tx, ty]) + OCCLUDER_DISTANCE * to_cam
+            yaw = math.atan2(to_cam[1], to_cam[0])
+            poses[OCCLUDER_ID] = ((float(ox), float(oy), OCCLUDER_HALF[2] + 1e-4),
+                                  tuple(p.getQuaternionFromEuler((0, 0, yaw))))
+        elif scenario == "lookalike":
+            (rx, ry, rz), _ = poses["red_cube"]
+            poses[DISTRACTOR_ID] = ((rx + LOOKALIKE_OFFSET[0], ry + LOOKALIKE_OFFSET[1], rz), (0.0, 0.0, 0.0, 1.0))
         return poses
 
     def reset(self, scenario: str | None = None, seed: int | None = None) -> None:
@@ -588,7 +628,7 @@ class SimWorld:
     def remove_object(self, object_id: str) -> None:
         """Take an object off the table: it is parked on the floor far from the cell."""
         self._body(object_id)
-        k = list(OBJECT_IDS).index(object_id)
+        k = (list(OBJECT_IDS) + list(PROP_IDS)).index(object_id)
         self.move_object(object_id, (-2.0 - 0.5 * k, 2.0, FLOOR_Z + 0.1))
 
     def inject_grasp_slip(self) -> str:
