@@ -23,8 +23,8 @@ def _load_stack(stack_name):
     return load_stack_description(os.path.join(config_dir, "stack.yaml")).stack(stack_name), config_dir
 
 
-def _nodes(context, stack_name):
-    stack, config_dir = _load_stack(stack_name)
+def _nodes(context):
+    stack, config_dir = _load_stack(LaunchConfiguration("stack").perform(context))
     robot = LaunchConfiguration("robot").perform(context)
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")
     actions = []
@@ -52,5 +52,7 @@ def stack_launch_description(stack_name, use_sim_time_default):
                               description="follow /clock instead of the wall clock"),
         DeclareLaunchArgument("gui", default_value="false",
                               description="open the PyBullet GUI (simulation only)"),
-        OpaqueFunction(function=_nodes, args=[stack_name]),
+        DeclareLaunchArgument("stack", default_value=stack_name,
+                              description="stack of config/stack.yaml to start"),
+        OpaqueFunction(function=_nodes),
     ])

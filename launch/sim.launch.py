@@ -1,6 +1,7 @@
 """PyBullet arm + controller router, from the `sim` stack of config/stack.yaml.
 
     ros2 launch robot_harness sim.launch.py [robot:=panda] [use_sim_time:=true] [gui:=false]
+        [stack:=sim_perception]   # + perception and active viewpoint selection
 """
 import os
 import sys
