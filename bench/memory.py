@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from harness_nodes.memory.config import MemoryParameters  # noqa: E402
 from harness_nodes.memory.core import MemoryCore  # noqa: E402
-from harness_nodes.memory.facts import CameraModel, Fact, Kind, ObjectObs, SceneObs  # noqa: E402
+from harness_nodes.common.geometry import CameraModel
+from harness_nodes.memory.facts import Fact, Kind, ObjectObs, SceneObs  # noqa: E402
 from harness_nodes.memory.persistence import SqliteStore  # noqa: E402
 
 WORKSPACE_LO = np.array([-1.0, -1.0, 0.0])   # m: 100k facts in 2 x 2 x 1 m (25 facts per litre)

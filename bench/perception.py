@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from harness_nodes.common.robot_description import load_robot_description  # noqa: E402
 from harness_nodes.perception.config import PerceptionParameters  # noqa: E402
 from harness_nodes.perception.core import Frame, PerceptionCore  # noqa: E402
-from harness_nodes.perception.geometry import CameraModel, quat_to_matrix  # noqa: E402
+from harness_nodes.common.geometry import CameraModel, quat_to_matrix  # noqa: E402
 from harness_nodes.router.camera_mount import ee_T_camera  # noqa: E402
 from harness_nodes.perception.viewpoint import Target, ViewpointPlanner  # noqa: E402
 from harness_nodes.router.kinematics import ArmKinematics  # noqa: E402
@@ -79,7 +79,7 @@ def error_vs_distance() -> dict:
     t = 1.0
     for radius in (0.3, 0.45, 0.6):
         eye = look + np.array([0.0, 0.0, radius])
-        from harness_nodes.perception.geometry import look_at_rotation
+        from harness_nodes.common.geometry import look_at_rotation
         rot = look_at_rotation(eye, look, np.array([1.0, 0.0, 0.0]))
         q, _ = planner.reach(eye, rot, world.arm_positions())
         if q is None:

@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from harness_nodes.memory.config import MemoryParameters
 from harness_nodes.memory.core import InputError, MemoryCore
-from harness_nodes.memory.facts import CameraModel, EventType, Fact, Kind, ObjectObs, ObsStatus, SceneObs, State
+from harness_nodes.common.geometry import CameraModel
+from harness_nodes.memory.facts import EventType, Fact, Kind, ObjectObs, ObsStatus, SceneObs, State
 from harness_nodes.memory.table import FactTable
 from harness_nodes.memory.validity import expected_visible, mahalanobis2, path_distance
 

@@ -11,7 +11,7 @@ import pytest
 from harness_nodes.perception.config import PerceptionParameters
 from harness_nodes.perception.core import (STATUS_EXPECTED_NOT_SEEN, STATUS_SEEN, ExpectedFact, Frame, FrameError,
                                            PerceptionCore, camera_model_from_info, decode_depth, decode_rgb)
-from harness_nodes.perception.geometry import CameraModel, model_from_fov, quat_to_matrix
+from harness_nodes.common.geometry import CameraModel, model_from_fov, quat_to_matrix
 
 TABLE_RGB = (180, 155, 120)
 DOWN = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])   # optical z pointing down

@@ -43,7 +43,7 @@ class FakeCamera:
         return all(p.get_subscription_count() > 0 for p in (self.image, self.depth, self.info, self.pose))
 
     def send(self, f, t, encoding="rgb8", depth=None, info_k=None, info_size=None, send_info=True):
-        from harness_nodes.perception.geometry import matrix_to_quat
+        from harness_nodes.common.geometry import matrix_to_quat
         m = f.model
         if send_info:
             info = CameraInfo()

@@ -151,7 +151,8 @@ def malformed(draw):
     if kind == "nan_joint":
         q[draw(st.integers(0, 6))] = draw(bad_float)
     elif kind == "wrong_len":
-        q = q[:draw(st.integers(0, 6))] + ([] if draw(st.booleans()) else [0.0, 0.0])
+        # shorter or longer than the 7 joints named, never exactly 7
+        q = q[:draw(st.integers(0, 6))] if draw(st.booleans()) else q + [0.0] * draw(st.integers(1, 2))
     elif kind == "unknown":
         names[draw(st.integers(0, 6))] = draw(st.text(min_size=1, max_size=8))
     elif kind == "dup":

@@ -25,13 +25,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from harness_nodes.memory.config import MemoryParameters
-from harness_nodes.memory.facts import (CameraModel, Event, EventType, Fact, Kind, ObjectObs, ObsStatus,
+from harness_nodes.common.geometry import CameraModel, matrix_to_quat, quat_to_matrix
+from harness_nodes.memory.facts import (Event, EventType, Fact, Kind, ObjectObs, ObsStatus,
                                         RecheckRequest, SceneObs, State, NAN3, IDENTITY_Q, ZERO_COV)
 from harness_nodes.memory.latent import LatentCache, LatentEntry
 from harness_nodes.memory.persistence import SqliteStore
 from harness_nodes.memory.table import FactTable
 from harness_nodes.memory.validity import (CHI2_3DOF, covariance_ok, expected_visible, fuse, mahalanobis2,
-                                           matrix_to_quat, path_bounds, path_distance, quat_to_matrix)
+                                           path_bounds, path_distance)
 
 POSED_KINDS = (Kind.VISUAL, Kind.ENVIRONMENT)
 MAX_ID_LENGTH = 256

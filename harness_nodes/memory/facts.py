@@ -82,19 +82,6 @@ class ObjectObs:
 
 
 @dataclass
-class CameraModel:
-    """Pinhole intrinsics of a camera (from sensor_msgs/CameraInfo), optical frame z forward."""
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    near: float = 0.05
-    far: float = 5.0
-
-
-@dataclass
 class SceneObs:
     """Everything one perception pass over one camera frame produced (robot_harness/SceneObservation)."""
     camera: str

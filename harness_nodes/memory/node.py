@@ -32,11 +32,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -44,11 +42,13 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from harness_nodes.common.params import ParameterError, declare_and_load
+from harness_nodes.common.node_main import run_node
+from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.memory.config import MemoryParameters
 from harness_nodes.memory.core import InputError, MemoryCore
-from harness_nodes.memory.facts import CameraModel, Fact, Kind, ObjectObs, SceneObs, State
+from harness_nodes.common.geometry import CameraModel
+from harness_nodes.memory.facts import Fact, Kind, ObjectObs, SceneObs, State
 from harness_nodes.memory.persistence import SqliteStore
 from harness_nodes.router.kinematics import ArmKinematics
 from robot_harness.msg import (ActionChunk, ExecutionFeedback, MemoryEvent, MemoryFact, MemorySnapshot,
@@ -526,29 +526,7 @@ class MemoryTracker(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        node = MemoryTracker()
-    except ParameterError as exc:
-        logger.error(f"invalid parameter: {exc}")
-        print(f"{NODE_NAME}: invalid parameter: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    except Exception as exc:   # bad robot description, unusable database directory, ...
-        logger.error(f"cannot start: {exc}")
-        print(f"{NODE_NAME}: cannot start: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 3
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, MemoryTracker, args, on_exit=MemoryTracker.close)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from harness_nodes.memory.facts import CameraModel
+from harness_nodes.common.geometry import CameraModel, quat_to_matrix
+from harness_nodes.common.geometry import project as project_rotation
 
 # chi-square quantiles for 3 degrees of freedom
 CHI2_3DOF = {0.95: 7.815, 0.99: 11.345, 0.999: 16.266}
@@ -41,45 +42,10 @@ def path_bounds(path: np.ndarray, margin: float) -> tuple[np.ndarray, float]:
     return centre, float(np.linalg.norm(hi - centre)) + margin
 
 
-def quat_to_matrix(q) -> np.ndarray:
-    x, y, z, w = (float(v) for v in q)
-    n = math.sqrt(x * x + y * y + z * z + w * w)
-    if n == 0:
-        return np.eye(3)
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def matrix_to_quat(m: np.ndarray) -> tuple:
-    m = np.asarray(m, dtype=float)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
-    elif m[1, 1] > m[2, 2]:
-        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
-    else:
-        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
-    return (x, y, z, w)
-
-
 def project(points: np.ndarray, cam_position, cam_orientation, model: CameraModel):
-    """Points (N,3, world) into a camera's optical frame (z forward, x right, y down).
+    """Points (N,3, world) into a camera's optical frame given as position + quaternion (x, y, z, w).
     Returns (u, v, z): pixel coordinates and depth along the optical axis (m)."""
-    r = quat_to_matrix(cam_orientation)
-    pc = (np.asarray(points, dtype=float).reshape(-1, 3) - np.asarray(cam_position, dtype=float)) @ r
-    z = pc[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = model.fx * pc[:, 0] / z + model.cx
-        v = model.fy * pc[:, 1] / z + model.cy
-    return u, v, z
+    return project_rotation(points, cam_position, quat_to_matrix(cam_orientation), model)
 
 
 def expected_visible(points: np.ndarray, cam_position, cam_orientation, model: CameraModel,

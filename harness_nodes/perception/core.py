@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from harness_nodes.perception.config import PerceptionParameters
-from harness_nodes.perception.geometry import CameraModel, cube_corners, project, quat_to_matrix, yaw_quat
+from harness_nodes.common.geometry import CameraModel, cube_corners, project, quat_to_matrix, yaw_quat
 
 STATUS_SEEN = 0
 STATUS_EXPECTED_NOT_SEEN = 1

@@ -28,21 +28,20 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
-from harness_nodes.common.params import ParameterError, declare_and_load
+from harness_nodes.common.node_main import run_node
+from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.perception.config import PerceptionParameters
 from harness_nodes.perception.core import (ExpectedFact, Frame, FrameError, PerceptionCore,
                                            camera_model_from_info, decode_depth, decode_rgb, pose_from)
-from harness_nodes.perception.geometry import matrix_to_quat
+from harness_nodes.common.geometry import matrix_to_quat
 from harness_nodes.perception.viewpoint import Target, ViewpointPlanner
 from robot_harness.msg import (ExecutionFeedback, MemorySnapshot, ObjectObservation, SceneObservation,
                                ViewpointRequest)
@@ -444,28 +443,7 @@ def _pose(position, quaternion) -> Pose:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        node = PerceptionNode()
-    except ParameterError as exc:
-        logger.error(f"invalid parameter: {exc}")
-        print(f"{NODE_NAME}: invalid parameter: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    except Exception as exc:   # bad robot description, ...
-        logger.error(f"cannot start: {exc}")
-        print(f"{NODE_NAME}: cannot start: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 3
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, PerceptionNode, args)
 
 
 if __name__ == "__main__":

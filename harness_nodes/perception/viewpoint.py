@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness_nodes.perception.config import PerceptionParameters
-from harness_nodes.perception.geometry import CameraModel, look_at_rotation, project
+from harness_nodes.common.geometry import CameraModel, look_at_rotation, project
 
 SAMPLES = 24
 IK_CANDIDATES = 6          # best-scoring candidates checked with IK per plan

@@ -29,11 +29,9 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -41,7 +39,8 @@ from std_msgs.msg import Bool, Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 from trajectory_msgs.msg import JointTrajectoryPoint
 
-from harness_nodes.common.params import ParameterError, declare_and_load
+from harness_nodes.common.node_main import run_node
+from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.router.core import (Duplicate, Executing, Finished, Plan, RouterCore, RouterParameters,
                                        StartGripper)
@@ -574,39 +573,24 @@ class ControllerRouter(LifecycleNode):
         self._publish_diagnostics([status])
 
 
+def _autostart(node: ControllerRouter) -> int:
+    """Like nav2's lifecycle manager: configure, then activate (unless autostart is false)."""
+    if not node.params.autostart:
+        return 0
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
+            node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+        print(f"{NODE_NAME}: autostart failed (configure/activate)", file=sys.stderr, flush=True)
+        return 4
+    return 0
+
+
+def _warn_if_busy(node: ControllerRouter) -> None:
+    if node.core is not None and node.core.busy:
+        node.get_logger().warn(f"shutting down while chunk '{node.core.active_chunk_id}' executes")
+
+
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        node = ControllerRouter()
-    except ParameterError as exc:
-        logger.error(f"invalid parameter: {exc}")
-        print(f"{NODE_NAME}: invalid parameter: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    except Exception as exc:  # bad robot description, missing URDF, ...
-        logger.error(f"cannot start: {exc}")
-        print(f"{NODE_NAME}: cannot start: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 3
-    code = 0
-    if node.params.autostart:   # like nav2's lifecycle manager: configure, then activate
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
-                node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            print(f"{NODE_NAME}: autostart failed (configure/activate)", file=sys.stderr, flush=True)
-            node.destroy_node()
-            rclpy.try_shutdown()
-            return 4
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node.core is not None and node.core.busy:
-            node.get_logger().warn(f"shutting down while chunk '{node.core.active_chunk_id}' executes")
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(NODE_NAME, ControllerRouter, args, on_start=_autostart, on_exit=_warn_if_busy)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
+from harness_nodes.common.geometry import matrix_to_quat
 from harness_nodes.common.params import ParameterError, declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.sim.world import (CAMERAS, SCENARIOS, SimWorld, TrajectoryPoint,
-                                     matrix_to_quaternion)
+from harness_nodes.sim.world import CAMERAS, SCENARIOS, SimWorld, TrajectoryPoint
 from robot_harness.msg import SimGroundTruth
 from robot_harness.srv import SimControl
 
@@ -399,7 +399,7 @@ class SimNode(Node):
             msg = PoseStamped()
             msg.header.stamp = stamp
             msg.header.frame_id = WORLD_FRAME
-            msg.pose = _pose(position, matrix_to_quaternion(rot))
+            msg.pose = _pose(position, matrix_to_quat(rot))
             pubs["pose"].publish(msg)
 
     def camera_info(self, cam: str, stamp: Time) -> CameraInfo:

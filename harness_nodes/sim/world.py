@@ -25,6 +25,7 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 
+from harness_nodes.common.geometry import matrix_to_quat
 from harness_nodes.common.robot_description import RobotDescription, load_robot_description
 
 CUBE_IDS = ("red_cube", "green_cube", "blue_cube")
@@ -240,25 +241,6 @@ class JointTrajectoryTracker:
 def _normalize(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return v / n if n > 1e-12 else v
-
-
-def matrix_to_quaternion(m: np.ndarray) -> np.ndarray:
-    """3x3 rotation matrix -> (x, y, z, w)."""
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
-    else:
-        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
-    q = np.array(q)
-    return q / np.linalg.norm(q)
 
 
 class SimWorld:
@@ -720,7 +702,7 @@ class SimWorld:
         near, far = spec.near, spec.far
         depth = (far * near / (far - (far - near) * d)).astype(np.float32)
         return RenderResult(rgb=rgb, depth=depth, intrinsics=self.intrinsics(camera), position=eye,
-                            quaternion=matrix_to_quaternion(rot), width=w, height=h)
+                            quaternion=matrix_to_quat(rot), width=w, height=h)
 
     def intrinsics(self, camera: str) -> tuple[float, float, float, float]:
         """Pinhole fx, fy, cx, cy in pixels (pixel centres at integer coordinates)."""

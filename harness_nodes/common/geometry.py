@@ -1,5 +1,6 @@
-"""Small pure-numpy geometry for perception: quaternions (x, y, z, w), camera models, projection
-and back-projection in the REP-103 optical frame (z forward, x right, y down)."""
+"""Small pure-numpy geometry shared by the sim, perception and memory: quaternions (x, y, z, w) and
+rotation matrices, pinhole camera models, projection in the REP-103 optical frame (z forward,
+x right, y down)."""
 from __future__ import annotations
 
 import math
@@ -17,6 +18,8 @@ class CameraModel:
     fy: float
     cx: float
     cy: float
+    near: float = 0.05   # m, closest depth the camera reports
+    far: float = 5.0     # m
 
     def rays(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel (x/z, y/z) of the optical ray, each (H, W) float32."""
