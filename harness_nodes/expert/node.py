@@ -31,6 +31,8 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 STATUS_NAMES = {v: k[len("STATUS_"):].lower() for k, v in vars(ExecutionFeedback).items()
                 if k.startswith("STATUS_") and isinstance(v, int)}
+RESEND_PERIOD = 1.0   # wall s without any feedback before a command is sent again
+ROUTER_NODE = "controller_router"
 TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
             ExecutionFeedback.STATUS_REJECTED, ExecutionFeedback.STATUS_HELD)
 
@@ -99,22 +101,31 @@ class PickPlaceExpert(Node):
             sec = int(t)
             chunk.ee_times.append(Duration(sec=sec, nanosec=int((t - sec) * 1e9)))
         chunk.gripper_command = phase.gripper
-        self.command_pub.publish(chunk)
         self.commands_sent += 1
         self.last_target = phase.positions[-1]
-        done = self.spin_until(lambda: chunk.chunk_id in self.feedback
-                               and self.feedback[chunk.chunk_id].status in TERMINAL,
-                               self.params.phase_timeout)
+        # At-least-once delivery: resend until the router answers; it ignores a chunk_id it has seen.
+        deadline = time.monotonic() + self.params.phase_timeout
+        done = False
+        while not done and time.monotonic() < deadline:
+            if chunk.chunk_id not in self.feedback:
+                self.command_pub.publish(chunk)
+            done = self.spin_until(lambda: chunk.chunk_id in self.feedback
+                                   and self.feedback[chunk.chunk_id].status in TERMINAL,
+                                   min(RESEND_PERIOD, max(0.0, deadline - time.monotonic())))
         fb = self.feedback.get(chunk.chunk_id)
         status = STATUS_NAMES.get(fb.status, fb.status) if fb else "no feedback"
         self.get_logger().info(f"phase {phase.name} (attempt {attempt}): status {status}"
                                + (f" ({fb.message})" if fb and fb.message else ""))
         return fb if done else None
 
+    def router_listening(self) -> bool:
+        """The router itself (not just any subscriber, e.g. the memory tracker) is on both topics."""
+        subscribers = {info.node_name for info in self.get_subscriptions_info_by_topic(COMMAND_TOPIC)}
+        return ROUTER_NODE in subscribers and self.count_publishers(FEEDBACK_TOPIC) > 0
+
     def wait_for_system(self) -> bool:
         """Ground truth is flowing and the router listens on the command topic."""
-        return self.spin_until(lambda: self.ground_truth is not None
-                               and self.command_pub.get_subscription_count() > 0,
+        return self.spin_until(lambda: self.ground_truth is not None and self.router_listening(),
                                self.params.startup_timeout)
 
     def attempt_pick_place(self, attempt: int) -> bool:
