@@ -10,7 +10,7 @@ PACKAGE = REPO / "harness_nodes"
 # Modules where ROS meets a core: node files, the bringup/demo launchers, and the expert node.
 ROS_MODULES = {"node.py"}
 ROS_ALLOWED = {"harness_nodes/bringup/cli.py", "harness_nodes/demo.py", "harness_nodes/common/params.py",
-               "harness_nodes/common/node_main.py"}
+               "harness_nodes/common/node_main.py", "harness_nodes/common/qos.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

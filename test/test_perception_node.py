@@ -152,7 +152,7 @@ def test_sim_occluded_target_found_by_moving_the_wrist_camera_and_removed_object
     # Perception alone populates memory with what the cameras can see.
     assert spin_until(ros_node, lambda: query.service_is_ready() and assert_cli.service_is_ready()
                       and "visual/green_cube" in _query(ros_node, query, "green_cube"), 60.0), log()
-    assert gt
+    assert spin_until(ros_node, lambda: len(gt) > 0, 10.0), "no /sim/ground_truth reached the test"
     truth = gt[-1].poses[list(gt[-1].object_ids).index("red_cube")].position
     truth = np.array([truth.x, truth.y, truth.z])
     assert "visual/red_cube" not in _query(ros_node, query, "red_cube")      # hidden from both cameras

@@ -36,6 +36,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from harness_nodes.common.node_main import run_node
+from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.perception.config import PerceptionParameters
@@ -49,11 +50,8 @@ from robot_harness.msg import (ExecutionFeedback, MemorySnapshot, ObjectObservat
 NODE_NAME = "perception"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 RELIABLE = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NEWEST = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 POSE_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-JOINT_STATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_NAME = "perception"
 KIND_VISUAL, STATE_VALID, STATE_STALE = 0, 0, 1
 TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED, ExecutionFeedback.STATUS_REJECTED,

@@ -33,13 +33,14 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 from trajectory_msgs.msg import JointTrajectoryPoint
 
 from harness_nodes.common.node_main import run_node
+from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.router.core import (Duplicate, Executing, Finished, Plan, RouterCore, RouterParameters,
@@ -58,9 +59,6 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 FEEDBACK_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 CONTROLLER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-# Best effort subscriber: matches reliable and best-effort joint state publishers alike.
-JOINT_STATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 CONTROLLERS = ("joint_trajectory", "forward_position", "follow_joint_trajectory")
 DIAGNOSTICS_RATE = 1.0    # Hz
 EXECUTING_PERIOD = 0.5    # s between EXECUTING feedback messages
