@@ -1,8 +1,9 @@
 """Router v2 benchmark (`make bench-router`): command-stream rate and p99 period error with and
 without a CPU-loading process (side by side; with the sender's own period error and the latency
-through the router for attribution), stale-command -> hold and e-stop -> hold in the sim (hold
-message at the controller, and the simulated arm at rest in /joint_states), IK solve time p50/p99
-for both arms.
+through the router for attribution), the same under load with router, sender and receiver at
+SCHED_FIFO (the router's `realtime_priority`), stale-command -> hold and e-stop -> hold in the sim
+(hold message at the controller, and the simulated arm at rest in /joint_states), IK solve time
+p50/p99 for both arms.
 Last line: one JSON object with every figure.
 
     scripts/env.sh python bench/router.py [--seconds 5]
@@ -21,6 +22,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from harness_nodes.common.realtime import apply_realtime_priority, thread_ids  # noqa: E402
 RATE = 250.0
 
 
@@ -46,7 +48,7 @@ def cpu_load():
     return subprocess.Popen([sys.executable, "-c", "while True: pass"], stderr=subprocess.DEVNULL)
 
 
-def sender(seconds: float, rate: float) -> int:
+def sender(seconds: float, rate: float, priority: int = 0) -> int:
     """`--sender`: the benchmark's stream publisher, in its own process so that its pacing does not
     share a Python interpreter (GIL, executor) with the receiver. Absolute deadlines: sleep until
     SPIN_GUARD before each deadline, then poll the clock. Prints 'ready', waits for a line on stdin,
@@ -65,6 +67,8 @@ def sender(seconds: float, rate: float) -> int:
     pub = node.create_publisher(ActionChunk, "/harness/command_stream",
                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     state = JointState(name=list(d.all_joint_names), position=[*d.arm.home, 0.04, 0.04])
+    if priority:
+        apply_realtime_priority(priority)
     t_end = time.monotonic() + 30
     while pub.get_subscription_count() == 0 and time.monotonic() < t_end:
         js.publish(state)
@@ -108,17 +112,28 @@ def sender(seconds: float, rate: float) -> int:
 
 
 SPIN_GUARD = 3e-4   # s before a deadline the sender stops sleeping and polls the clock
+RT_PRIORITY = 50    # SCHED_FIFO priority of the real-time configuration (ros2_control's default)
+
+
+def normal_scheduling() -> None:
+    for tid in thread_ids():
+        try:
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
 
 
 def p99_period_error_ms(t: np.ndarray) -> float:
     return round(float(np.percentile(np.abs(np.diff(t) - 1.0 / RATE), 99) * 1000), 3)
 
 
-def stream_rate(seconds: float, load: bool, domain: int) -> dict:
+def stream_rate(seconds: float, load: bool, domain: int, priority: int = 0) -> dict:
     """Router subprocess, sender subprocess (paced at RATE), receiver here on the arm topic.
     Headline: rate and p99 |period - 1/RATE| of the trajectories arriving at the arm topic (end to
     end: includes the sender's and the receiver's own jitter). For attribution: the sender's p99
-    period error and the send -> arrival latency through the router."""
+    period error and the send -> arrival latency through the router. `priority` > 0 runs the
+    router (`realtime_priority`), the sender and the receiver at that SCHED_FIFO priority, as a
+    deployment would run the command source, the router and the controller."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from trajectory_msgs.msg import JointTrajectory
@@ -126,9 +141,11 @@ def stream_rate(seconds: float, load: bool, domain: int) -> dict:
     d = load_robot_description("panda")
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     router = subprocess.Popen([sys.executable, "-m", "harness_nodes.router.node", "--ros-args", "--params-file",
-                               os.path.join(REPO, "config/router.yaml"), "-p", "monitor_rate:=100.0"], env=env,
+                               os.path.join(REPO, "config/router.yaml"), "-p", "monitor_rate:=100.0",
+                               "-p", f"realtime_priority:={priority}"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    send = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", str(seconds)], env=env,
+    send = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sender", str(seconds),
+                             "--sender-priority", str(priority)], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     rclpy.init()
@@ -146,6 +163,7 @@ def stream_rate(seconds: float, load: bool, domain: int) -> dict:
     while time.monotonic() < t_wait:
         rclpy.spin_once(node, timeout_sec=0.01)
     loader = cpu_load() if load else None
+    scheduling = apply_realtime_priority(priority)
     sends = []
     if ready:
         send.stdin.write("go\n")
@@ -162,6 +180,8 @@ def stream_rate(seconds: float, load: bool, domain: int) -> dict:
         t_drain = time.monotonic() + 0.3
         while time.monotonic() < t_drain:
             rclpy.spin_once(node, timeout_sec=0.01)
+    if scheduling.applied:
+        normal_scheduling()
     node.destroy_node()
     rclpy.try_shutdown()
     for p in (router, loader, send):
@@ -176,6 +196,8 @@ def stream_rate(seconds: float, load: bool, domain: int) -> dict:
         return {"rate_hz": 0.0, "p99_period_error_ms": float("nan"), "sent": len(s_), "forwarded": len(a)}
     out = {"rate_hz": round(float((len(a) - 1) / (a[-1] - a[0])), 1), "p99_period_error_ms": p99_period_error_ms(a),
            "sent": int(len(s_)), "forwarded": int(len(a))}
+    if priority:
+        out["sched_fifo"] = scheduling.applied
     if len(s_) >= 3:
         out["sender_p99_period_error_ms"] = p99_period_error_ms(s_)
         out["first_arrival_after_first_send_ms"] = round(float(a[0] - s_[0]) * 1000, 1)
@@ -333,9 +355,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--sender", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--sender-priority", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.sender is not None:
-        return sender(args.sender, RATE)
+        return sender(args.sender, RATE, args.sender_priority)
     base = 90 + os.getpid() % 50
     res = {"command": f"scripts/env.sh python bench/router.py --seconds {args.seconds}"}
     for robot in ("panda", "xarm6"):
@@ -347,6 +370,11 @@ def main() -> int:
     res["stream_loaded"] = stream_rate(args.seconds, True, base + 1)
     print(f"stream (CPU loaded): {res['stream_loaded']}", flush=True)
     res["stream_rate_ratio_loaded_vs_idle"] = round(res["stream_loaded"]["rate_hz"] / max(res["stream_idle"]["rate_hz"], 1e-9), 3)
+    res["stream_loaded_sched_fifo"] = stream_rate(args.seconds, True, base + 3, RT_PRIORITY)
+    print(f"stream (CPU loaded, router/sender/receiver SCHED_FIFO {RT_PRIORITY}): "
+          f"{res['stream_loaded_sched_fifo']}", flush=True)
+    res["p99_period_error_ratio_loaded_normal_vs_fifo"] = round(
+        res["stream_loaded"]["p99_period_error_ms"] / max(res["stream_loaded_sched_fifo"]["p99_period_error_ms"], 1e-9), 2)
     res["goal"] = {"stream_hz": RATE, "p99_period_error_ms": 2.0, "hold_ms": 100.0}
     res["hold"] = hold_latency(base + 2)
     print(f"hold (sim; stale measured from last command + command_timeout): {res['hold']}", flush=True)

@@ -118,3 +118,13 @@ def spin_until(node, predicate, timeout: float, step: float = 0.05) -> bool:
             return True
         node.executor_for_test.spin_once(timeout_sec=step)
     return bool(predicate())
+
+
+def matched(*endpoints) -> bool:
+    """True when every publisher has a matched subscription and every subscription a matched
+    publisher. Each side matches on its own schedule, so wait for the side whose messages matter."""
+    for e in endpoints:
+        count = e.get_subscription_count() if hasattr(e, "get_subscription_count") else e.get_publisher_count()
+        if count == 0:
+            return False
+    return True

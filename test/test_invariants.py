@@ -76,3 +76,22 @@ def test_every_harness_message_carries_a_header(path):
 def test_every_module_says_what_it_owns():
     missing = [str(p.relative_to(REPO)) for p in python_files() if ast.get_docstring(ast.parse(p.read_text())) is None]
     assert missing == []
+
+
+def test_logger_methods_are_called_where_they_are_named():
+    """rclpy on Jazzy raises 'Logger severity cannot be changed between calls' when one call site
+    logs at two severities (`log = logger.info if ok else logger.warn; log(...)`): that exception
+    once made the router's deactivate fail. Every severity gets its own call site."""
+    severities = {"debug", "info", "warn", "warning", "error", "fatal"}
+    offenders = []
+    for path in python_files():
+        tree = ast.parse(path.read_text())
+        called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        for n in ast.walk(tree):
+            if (isinstance(n, ast.Attribute) and n.attr in severities and id(n) not in called
+                    and isinstance(n.value, ast.Call) and getattr(n.value.func, "attr", None) == "get_logger"):
+                offenders.append(f"{path.relative_to(REPO)}:{n.lineno}")
+            if (isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "log"
+                    and isinstance(n.func.value, ast.Call) and getattr(n.func.value.func, "attr", None) == "get_logger"):
+                offenders.append(f"{path.relative_to(REPO)}:{n.lineno}")
+    assert offenders == [], f"logger methods stored or given a variable severity: {offenders}"

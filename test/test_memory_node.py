@@ -13,7 +13,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import MarkerArray
 
-from conftest import spin_until
+from conftest import matched, spin_until
 from robot_harness.msg import MemoryEvent, MemoryFact, MemorySnapshot, ObjectObservation, SceneObservation
 from robot_harness.srv import AssertFact, FetchLatent, QueryMemory, StoreLatent
 
@@ -31,7 +31,8 @@ class Client:
         self.markers: list[MarkerArray] = []
         self.diagnostics: list[DiagnosticStatus] = []
         self.obs_pub = node.create_publisher(SceneObservation, "/harness/observations", RELIABLE)
-        node.create_subscription(MemoryEvent, "/harness/memory/events", self.events.append, RELIABLE)
+        self.events_sub = node.create_subscription(MemoryEvent, "/harness/memory/events", self.events.append,
+                                                   RELIABLE)
         node.create_subscription(MemorySnapshot, "/harness/memory", self.snapshots.append, LATCHED)
         node.create_subscription(MarkerArray, "/harness/memory/markers", self.markers.append, LATCHED)
         node.create_subscription(DiagnosticArray, "/diagnostics",
@@ -44,8 +45,11 @@ class Client:
         self.counter = 0
 
     def wait_ready(self, timeout=30.0):
-        assert spin_until(self.node, lambda: self.obs_pub.get_subscription_count() > 0
-                          and self.query_cli.service_is_ready(), timeout), "memory tracker not up"
+        # Events are volatile: the tracker's event writer must know our reader before the first
+        # observation. A first (latched, periodic) snapshot shows the tracker has matched our readers.
+        assert spin_until(self.node, lambda: matched(self.obs_pub, self.events_sub)
+                          and self.query_cli.service_is_ready() and len(self.snapshots) > 0, timeout), \
+            "memory tracker not up"
 
     def call(self, client, request, timeout=10.0):
         assert client.wait_for_service(timeout_sec=timeout)

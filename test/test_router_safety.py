@@ -3,6 +3,8 @@ self/table collision, velocity scaling near collisions, singularity slowdown, co
 heartbeat and e-stop latching; plus the xArm6 description planning the same end-effector chunk."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,34 @@ def test_motion_near_a_singularity_is_slowed():
     slow_plan = core.submit(joint_chunk(desc, [q]), state_of(desc))
     assert slow_plan.arm.duration > fast_plan.arm.duration * 1.5
     assert core.counters.singularity_slowdowns >= 1 and any("singularity" in n for n in slow_plan.notes)
+
+
+def test_singularity_threshold_is_each_arms_own_unless_overridden():
+    open_box = dict(collision_check=False, workspace_min=[-2, -2, -2], workspace_max=[2, 2, 2], max_joint_step=6.0)
+    panda, xarm = load_robot_description("panda"), load_robot_description("xarm6")
+    assert RouterCore(panda, RouterParameters(**open_box)).singularity_threshold == panda.singularity_threshold
+    assert RouterCore(xarm, RouterParameters(**open_box)).singularity_threshold == xarm.singularity_threshold
+    assert RouterCore(xarm, RouterParameters(singularity_threshold=0.0, **open_box)).singularity_threshold == 0.0
+    # The xArm6's manipulability is about a third of the Panda's (0.028 vs 0.080 at home): with the
+    # Panda's threshold an almost straight xArm elbow would already be slowed, with its own only
+    # motion into a real singularity (wrist: joints 4 and 6 aligned) is.
+    elbow = np.array(xarm.arm.home)
+    elbow[2] = 0.0
+    assert xarm.singularity_threshold < core_w(xarm, elbow) < panda.singularity_threshold
+    own = RouterCore(xarm, RouterParameters(**open_box))
+    plan = own.submit(joint_chunk(xarm, [elbow]), state_of(xarm))
+    assert not any("singularity" in n for n in plan.notes)
+    pandas = RouterCore(xarm, RouterParameters(singularity_threshold=panda.singularity_threshold, **open_box))
+    plan = pandas.submit(joint_chunk(xarm, [elbow]), state_of(xarm))
+    assert any("singularity" in n for n in plan.notes)
+    wrist = np.array(xarm.arm.home)
+    wrist[4] = -0.31
+    plan = own.submit(joint_chunk(xarm, [wrist], chunk_id="wrist"), state_of(xarm, elbow))
+    assert own.counters.singularity_slowdowns >= 1 and any("singularity" in n for n in plan.notes)
+
+
+def core_w(desc, q) -> float:
+    return RouterCore(desc, RouterParameters(collision_check=False)).kinematics.manipulability(q)
 
 
 def ik_state(desc, core, xyz):
@@ -236,6 +266,31 @@ def test_grasp_check_closing_on_an_object_succeeds():
     plan = core.submit(joint_chunk(desc, [desc.arm.home], gripper_command=2), state_of(desc))
     done = run(core, plan, lambda t: state_of(desc, width=0.05 if t > 1.6 else 0.08 - 0.02 * max(t - 1.2, 0) / 0.4))
     assert done.succeeded and done.gripper_width == pytest.approx(0.05)
+
+
+def test_grip_on_a_creeping_object_is_detected_by_finger_effort():
+    """xArm6 in PyBullet: the fingers reach the cube, then keep creeping and chattering by ~1 mm as
+    the squeezed cube settles, so the width never stalls; the finger effort at the gripper's limit
+    says the object is held."""
+    desc = load_robot_description("xarm6")
+    g = desc.gripper
+
+    def closing(t):                 # contact at t = 1.6 s, 5 cm; then creeping 1 cm/s with chatter
+        w = 0.085 - 0.035 * min(max(t - 1.2, 0.0) / 0.4, 1.0) - 0.01 * max(t - 1.6, 0.0) + 0.0012 * math.sin(40 * t)
+        return state_of(desc, width=max(w, 0.0))
+
+    def efforts(t):
+        return {n: (g.effort if t > 1.6 else 0.3) for n in g.joint_names}
+
+    core = RouterCore(desc, RouterParameters(robot="xarm6", collision_check=False))
+    plan = core.submit(joint_chunk(desc, [desc.arm.home], gripper_command=2), state_of(desc))
+    done = run(core, plan, closing, efforts)
+    assert done.succeeded and "holding" in done.message and 0.045 < done.gripper_width < 0.052
+    # Without effort readings only the width can tell, and it never settles: the close times out.
+    core = RouterCore(desc, RouterParameters(robot="xarm6", collision_check=False))
+    plan = core.submit(joint_chunk(desc, [desc.arm.home], gripper_command=2), state_of(desc))
+    done = run(core, plan, closing)
+    assert not done.succeeded and done.failure == Failure.TIMEOUT
 
 
 def test_hold_finishes_the_executing_chunk():

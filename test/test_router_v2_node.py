@@ -15,7 +15,7 @@ from lifecycle_msgs.srv import ChangeState
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray
 
-from conftest import spin_until
+from conftest import matched, spin_until
 from robot_harness.msg import ActionChunk, ExecutionFeedback
 from robot_harness.srv import ResetEstop, SwitchController
 from test_router_node import ARM_JOINTS, HOME, FakeArm, ee_chunk, joint_chunk
@@ -66,6 +66,7 @@ def test_estop_latches_hold_until_reset_and_stale_stream_holds(start_node, ros_n
     ok = arm.send(joint_chunk([HOME + 0.05]))
     assert ok.status == ExecutionFeedback.STATUS_SUCCEEDED, ok.message
     # stream at ~50 Hz, then stop: the watchdog holds within command_timeout (+ loop period)
+    assert spin_until(ros_node, lambda: matched(stream), 5)
     for k in range(20):
         stream.publish(stream_point(HOME + 0.05 + 0.002 * k))
         spin_until(ros_node, lambda: False, 0.02)

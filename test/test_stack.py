@@ -74,3 +74,18 @@ def test_robot_description_validation_names_the_field(tmp_path):
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ValidationError, match="home must be finite"):
         load_robot_description(str(path))
+
+
+def test_real_arm_router_asks_for_realtime_scheduling_and_the_sim_router_does_not():
+    from harness_nodes.bringup.stack import resolve_config_file
+    from harness_nodes.router.core import RouterParameters
+
+    def router_parameters(stack: str) -> RouterParameters:
+        node = next(n for n in load_stack_description().stack(stack).nodes if n.name == "controller_router")
+        merged: dict = {}
+        for f in node.parameters:     # later files override earlier ones, as with --params-file
+            merged.update(yaml.safe_load(resolve_config_file(f).read_text())["controller_router"]["ros__parameters"])
+        return RouterParameters(**merged)
+
+    assert router_parameters("robot").realtime_priority == 50
+    assert router_parameters("sim").realtime_priority == 0

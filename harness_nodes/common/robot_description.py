@@ -146,6 +146,9 @@ class RobotDescription(_Strict):
     tool_frame: ToolFrame | None = None     # defines end_effector_frame when the URDF lacks it
     camera_link: str = "panda_hand"          # wrist camera mount (sim)
     collision_ignore: list[list[str]] = []   # link pairs never checked against each other
+    # Manipulability (Yoshikawa, sqrt det J J^T at the end-effector frame) below which the router
+    # slows motion. It scales with the arm's size and layout, so each arm states its own.
+    singularity_threshold: float = Field(0.01, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _tool(self) -> "RobotDescription":

@@ -32,6 +32,8 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
 STATUS_NAMES = {v: k[len("STATUS_"):].lower() for k, v in vars(ExecutionFeedback).items()
                 if k.startswith("STATUS_") and isinstance(v, int)}
 RESEND_PERIOD = 1.0   # wall s without any feedback before a command is sent again
+NOT_READY_RETRY = 0.25   # wall s between sends while the router reports it is not ready
+NOT_READY_FAILURES = (ExecutionFeedback.FAILURE_NO_STATE, ExecutionFeedback.FAILURE_INACTIVE)
 ROUTER_NODE = "controller_router"
 TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
             ExecutionFeedback.STATUS_REJECTED, ExecutionFeedback.STATUS_HELD)
@@ -82,8 +84,7 @@ class PickPlaceExpert(Node):
             return None
         return gt.poses[list(gt.object_ids).index(object_id)]
 
-    def send_phase(self, phase: Phase, attempt: int) -> ExecutionFeedback | None:
-        start = self.last_target if self.last_target is not None else phase.positions[0] + [0, 0, 0.3]
+    def make_chunk(self, phase: Phase, attempt: int, start: np.ndarray) -> ActionChunk:
         times = waypoint_times(start, phase.positions, self.plan_config)
         chunk = ActionChunk()
         chunk.header.stamp = self.get_clock().now().to_msg()
@@ -101,18 +102,33 @@ class PickPlaceExpert(Node):
             sec = int(t)
             chunk.ee_times.append(Duration(sec=sec, nanosec=int((t - sec) * 1e9)))
         chunk.gripper_command = phase.gripper
-        self.commands_sent += 1
+        return chunk
+
+    def send_phase(self, phase: Phase, attempt: int) -> ExecutionFeedback | None:
+        start = self.last_target if self.last_target is not None else phase.positions[0] + [0, 0, 0.3]
         self.last_target = phase.positions[-1]
-        # At-least-once delivery: resend until the router answers; it ignores a chunk_id it has seen.
         deadline = time.monotonic() + self.params.phase_timeout
-        done = False
-        while not done and time.monotonic() < deadline:
-            if chunk.chunk_id not in self.feedback:
-                self.command_pub.publish(chunk)
-            done = self.spin_until(lambda: chunk.chunk_id in self.feedback
-                                   and self.feedback[chunk.chunk_id].status in TERMINAL,
-                                   min(RESEND_PERIOD, max(0.0, deadline - time.monotonic())))
-        fb = self.feedback.get(chunk.chunk_id)
+        while True:
+            chunk = self.make_chunk(phase, attempt, start)
+            self.commands_sent += 1
+            # At-least-once delivery: resend until the router answers; it ignores a chunk_id it has seen.
+            done = False
+            while not done and time.monotonic() < deadline:
+                if chunk.chunk_id not in self.feedback:
+                    self.command_pub.publish(chunk)
+                done = self.spin_until(lambda: chunk.chunk_id in self.feedback
+                                       and self.feedback[chunk.chunk_id].status in TERMINAL,
+                                       min(RESEND_PERIOD, max(0.0, deadline - time.monotonic())))
+            fb = self.feedback.get(chunk.chunk_id)
+            # A router that has no joint state yet (or is not active yet) is not ready: that is not a
+            # failed attempt. Send the phase again, as a new chunk, until the phase deadline.
+            not_ready = (done and fb.status == ExecutionFeedback.STATUS_REJECTED
+                         and fb.failure in NOT_READY_FAILURES)
+            if not_ready and time.monotonic() + NOT_READY_RETRY < deadline:
+                self.get_logger().info(f"phase {phase.name}: router not ready ({fb.message}); sending again")
+                self.spin_until(lambda: False, NOT_READY_RETRY)
+                continue
+            break
         status = STATUS_NAMES.get(fb.status, fb.status) if fb else "no feedback"
         self.get_logger().info(f"phase {phase.name} (attempt {attempt}): status {status}"
                                + (f" ({fb.message})" if fb and fb.message else ""))

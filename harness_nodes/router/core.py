@@ -53,7 +53,7 @@ class RouterParameters(BaseModel):
     max_joint_step: float = Field(1.5, gt=0.0, le=6.3, description="rad a joint may move between two waypoints (clamped)")
     collision_check: bool = Field(True, description="self- and table-collision check of every planned path")
     table_height: float = Field(0.0, ge=-2.0, le=2.0, description="m, table top in the base frame")
-    singularity_threshold: float = Field(0.01, ge=0.0, le=1.0, description="manipulability below which motion slows; 0 = off")
+    singularity_threshold: float = Field(-1.0, ge=-1.0, le=1.0, description="manipulability below which motion slows; -1 = the robot description's, 0 = off")
     singularity_min_scale: float = Field(0.2, gt=0.0, le=1.0, description="slowest velocity scale near a singularity")
     collision_slowdown_distance: float = Field(0.03, ge=0.0, le=0.5,
                                                description="m; motion closing in on the table or a self-collision "
@@ -63,6 +63,7 @@ class RouterParameters(BaseModel):
     contact_effort_ratio: float = Field(0.95, ge=0.0, le=1.0, description="|effort| / effort_limit counted as contact; 0 = off")
     contact_time: float = Field(0.15, ge=0.0, le=5.0, description="s the effort must stay that high to count as contact")
     grasp_min_width: float = Field(0.004, ge=0.0, le=0.1, description="m; a close ending narrower held nothing")
+    grip_effort_ratio: float = Field(0.9, ge=0.0, le=1.0, description="finger |effort| / the gripper's effort held for the stall window while closing = gripping an object; 0 = off")
     # -- watchdog, e-stop, streaming, lifecycle, routing (node)
     stream_topic: str = Field("/harness/command_stream", min_length=1, description="single-point ActionChunks, servo style")
     command_timeout: float = Field(0.1, gt=0.0, le=10.0, description="s without a stream command -> hold")
@@ -74,6 +75,7 @@ class RouterParameters(BaseModel):
     controller: str = Field("", pattern="^(|joint_trajectory|forward_position|follow_joint_trajectory)$",
                             description="arm controller at start; empty = the robot description's")
     monitor_rate: float = Field(100.0, ge=10.0, le=1000.0, description="Hz of the router loop (monitor, watchdog, forward streaming)")
+    realtime_priority: int = Field(0, ge=0, le=98, description="SCHED_FIFO priority of the router's threads; 0 = normal scheduling")
 
     @field_validator("workspace_min", "workspace_max", mode="before")
     @classmethod
@@ -152,6 +154,7 @@ class _Execution:
     gripper_start_width: float | None = None
     widths: deque = field(default_factory=lambda: deque(maxlen=200))  # (t, width)
     contact_since: float | None = None
+    grip_since: float | None = None       # finger effort at the gripper's limit since (closing)
 
 
 @dataclass
@@ -187,6 +190,8 @@ class RouterCore:
         self.arm_joints = list(arm.joint_names)
         self.finger_joints = list(description.gripper.joint_names)
         self.kinematics = kinematics or ArmKinematics.from_description(description)
+        self.singularity_threshold = (description.singularity_threshold if params.singularity_threshold < 0
+                                      else params.singularity_threshold)
         self.limits = ValidationLimits(
             joint_names=self.arm_joints, position_lower=arm.position_lower, position_upper=arm.position_upper,
             joint_limit_margin=params.joint_limit_margin, max_chunk_duration=params.max_chunk_duration,
@@ -307,7 +312,7 @@ class RouterCore:
                                                                     self.params.collision_slowdown_distance,
                                                                     self.params.collision_min_scale, 4)
         traj, slowed, w_min = slow_near_singularities(traj, self.kinematics, others,
-                                                      self.params.singularity_threshold,
+                                                      self.singularity_threshold,
                                                       self.params.singularity_min_scale, 4)
         clamps = valid.clamps + step_clamps
         self.counters.accepted += 1
@@ -430,7 +435,7 @@ class RouterCore:
     def update(self, now: float, joint_positions: dict[str, float] | None,
                state_time: float | None, efforts: dict[str, float] | None = None) -> list:
         """Advance the monitor. `state_time` is when `joint_positions` was received (same clock);
-        `efforts` (N m, from the same joint state) enable the unexpected-contact check."""
+        `efforts` (N m, from the same joint state) enable the unexpected-contact and grip checks."""
         ex = self.execution
         if ex is None:
             return []
@@ -490,6 +495,15 @@ class RouterCore:
                     return [self._finish(ex, now, True, Failure.NONE, "", joint_positions)]
                 start_width = ex.gripper_start_width if ex.gripper_start_width is not None else ex.widths[0][1]
                 moved = abs(width - start_width) >= STALL_DELTA
+                # Fingers pressing at the gripper's effort limit hold something, even while the contact
+                # still creeps (a squeezed object settling): the force says so before the width settles.
+                gripping = ex.plan.gripper_command == GripperCommand.CLOSE and moved and self._gripping(efforts)
+                ex.grip_since = (ex.grip_since if ex.grip_since is not None else now) if gripping else None
+                if ex.grip_since is not None and now - ex.grip_since >= STALL_WINDOW \
+                        and width >= self.params.grasp_min_width:
+                    return [self._finish(ex, now, True, Failure.NONE,
+                                         f"gripper holding at {width:.4f} m (finger effort at the gripper's "
+                                         f"{self.description.gripper.effort} N m)", joint_positions)]
                 # Fingers that moved and then stopped short of the target are blocked (by an object).
                 if moved and elapsed >= STALL_MIN_TIME and self._stalled(ex, now):
                     return [self._finish(ex, now, True, Failure.NONE,
@@ -510,6 +524,14 @@ class RouterCore:
                                      f"{ex.gripper.duration + self.params.gripper_settle_time:.2f} s", joint_positions)]
             return [Executing(ex.plan.chunk_id, "gripper", self.progress(now))]
         return events
+
+    def _gripping(self, efforts: dict[str, float] | None) -> bool:
+        ratio = self.params.grip_effort_ratio
+        if not efforts or ratio <= 0.0:
+            return False
+        values = [efforts.get(n) for n in self.finger_joints]
+        limit = ratio * self.description.gripper.effort
+        return all(e is not None and math.isfinite(e) and abs(e) >= limit for e in values)
 
     def _have_fingers(self, joint_positions) -> bool:
         return bool(joint_positions) and all(n in joint_positions for n in self.finger_joints)

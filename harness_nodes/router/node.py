@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import traceback
 from collections import deque
 
 import numpy as np
@@ -41,6 +42,7 @@ from trajectory_msgs.msg import JointTrajectoryPoint
 
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
+from harness_nodes.common.realtime import SchedulingResult, apply_realtime_priority
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.router.core import (Duplicate, Executing, Finished, Plan, RouterCore, RouterParameters,
@@ -160,6 +162,7 @@ class ControllerRouter(LifecycleNode):
         self.fjt_goal = None
         self.hold_count = 0
         self.last_hold_reason = ""
+        self.scheduling = SchedulingResult(False, 0, 0, "not applied yet")
 
         self.feedback_pub = self.create_publisher(ExecutionFeedback, self.params.feedback_topic, FEEDBACK_QOS)
         self.arm_pub = self.create_publisher(JointTrajectoryMsg, topics.arm_topic, CONTROLLER_QOS)
@@ -206,9 +209,13 @@ class ControllerRouter(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._hold("router deactivated (lifecycle)")
-        self.active = False
+        self.active = False        # refuse new commands whatever happens below
         self.lifecycle_state = "inactive"
+        try:
+            self._hold("router deactivated (lifecycle)")
+        except Exception as exc:   # rclpy swallows callback exceptions silently: say what went wrong
+            self.get_logger().error(f"deactivate: hold failed: {exc!r}\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -507,10 +514,14 @@ class ControllerRouter(LifecycleNode):
                   ExecutionFeedback.STATUS_HELD if f.held else ExecutionFeedback.STATUS_FAILED)
         self._publish_feedback(f.chunk_id, f.attempt, status, f.failure, f.message, f.tracking_error,
                                f.progress, f.gripper_width, f.clamps)
-        log = self.get_logger().info if f.succeeded else self.get_logger().warn
-        log(f"chunk '{f.chunk_id}' {'succeeded' if f.succeeded else 'held' if f.held else 'failed'} "
-            f"(tracking error {f.tracking_error:.4f} rad, gripper {f.gripper_width:.4f} m)"
-            + (f": {f.message}" if f.message else ""))
+        text = (f"chunk '{f.chunk_id}' {'succeeded' if f.succeeded else 'held' if f.held else 'failed'} "
+                f"(tracking error {f.tracking_error:.4f} rad, gripper {f.gripper_width:.4f} m)"
+                + (f": {f.message}" if f.message else ""))
+        # One call site per severity: rclpy (Jazzy) raises if one call site logs at two severities.
+        if f.succeeded:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warn(text)
 
     def _reject(self, msg: ActionChunk, rejection: Rejection) -> None:
         self._publish_feedback(msg.chunk_id, msg.attempt, ExecutionFeedback.STATUS_REJECTED,
@@ -552,7 +563,7 @@ class ControllerRouter(LifecycleNode):
         values = {"lifecycle": self.lifecycle_state, "controller": self.controller,
                   "estop_latched": self.guard.estop_latched, "heartbeat_lost": self.guard.heartbeat_lost,
                   "holds": self.hold_count, "last_hold_reason": self.last_hold_reason,
-                  "stream_commands": self.stream_count}
+                  "stream_commands": self.stream_count, "realtime_scheduling": self.scheduling.message}
         if self.core is not None:
             c = self.core.counters
             values.update({
@@ -571,8 +582,14 @@ class ControllerRouter(LifecycleNode):
         self._publish_diagnostics([status])
 
 
-def _autostart(node: ControllerRouter) -> int:
-    """Like nav2's lifecycle manager: configure, then activate (unless autostart is false)."""
+def _on_start(node: ControllerRouter) -> int:
+    """Real-time scheduling if asked (the middleware's threads exist now), then, like nav2's
+    lifecycle manager, configure and activate (unless autostart is false)."""
+    node.scheduling = apply_realtime_priority(node.params.realtime_priority)
+    if node.params.realtime_priority and not node.scheduling.applied:
+        node.get_logger().warn(node.scheduling.message)
+    elif node.scheduling.applied:
+        node.get_logger().info(node.scheduling.message)
     if not node.params.autostart:
         return 0
     if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
@@ -588,7 +605,7 @@ def _warn_if_busy(node: ControllerRouter) -> None:
 
 
 def main(args=None) -> int:
-    return run_node(NODE_NAME, ControllerRouter, args, on_start=_autostart, on_exit=_warn_if_busy)
+    return run_node(NODE_NAME, ControllerRouter, args, on_start=_on_start, on_exit=_warn_if_busy)
 
 
 if __name__ == "__main__":
