@@ -195,6 +195,15 @@ def test_valid_end_effector_chunk_reaches_target(start_node, ros_node, kin):
     assert values["accepted"] == "1"
     latency = float(values["forward_latency_ms_last"])
     assert 0.0 < latency < 500.0
+
+    # an end-effector delta from where the tool now is: 5 cm up, same orientation
+    here = kin.fk(np.array([arm.positions[j] for j in ARM_JOINTS]))
+    up = ee_chunk([[0.0, 0.0, 0.05]], quat=(0.0, 0.0, 0.0, 1.0))
+    up.space = ActionChunk.SPACE_END_EFFECTOR_DELTA
+    assert arm.send(up).status == ExecutionFeedback.STATUS_SUCCEEDED
+    moved = kin.fk(np.array(arm.arm_msgs[-1].points[-1].positions))
+    assert np.allclose(moved.translation, here.translation + [0.0, 0.0, 0.05], atol=2e-3)
+    assert np.allclose(moved.rotation, here.rotation, atol=1e-2)
     assert router.alive()
 
 

@@ -54,6 +54,44 @@ def test_same_end_effector_chunk_plans_on_both_arms(robot):
     assert np.allclose(tcp, [0.42, 0.06, 0.05], atol=2e-3)
 
 
+def test_end_effector_deltas_move_the_tool_from_where_it_is(robot):
+    desc, core = robot
+    core = fresh(core)
+    start = core.kinematics.fk(desc.arm.home)
+    yaw = [0.0, 0.0, math.sin(math.pi / 8), math.cos(math.pi / 8)]      # 45 deg about the base z axis
+    chunk = ChunkInput(chunk_id="delta", space=2, ee_positions=[[0.0, 0.0, -0.03], [0.04, 0.0, -0.05]],
+                       ee_orientations=[[0, 0, 0, 1], yaw], ee_times=[1.0, 2.0])
+    plan = core.submit(chunk, state_of(desc))
+    assert not isinstance(plan, Rejection), plan
+    end = core.kinematics.fk(plan.arm.final)
+    assert np.allclose(end.translation, start.translation + [0.04, 0.0, -0.05], atol=2e-3)
+    rz = np.array([[math.cos(math.pi / 4), -math.sin(math.pi / 4), 0], [math.sin(math.pi / 4), math.cos(math.pi / 4), 0],
+                   [0, 0, 1]])
+    assert np.allclose(end.rotation, rz @ start.rotation, atol=5e-3)
+    assert any("deltas" in n for n in plan.notes)
+    # A delta that leaves the workspace box, and a non-finite delta, are rejected.
+    down = ChunkInput(chunk_id="through-table", space=2, ee_positions=[[0.0, 0.0, -1.0]],
+                      ee_orientations=[[0, 0, 0, 1]], ee_times=[1.0])
+    rejected = fresh(core).submit(down, state_of(desc))
+    assert isinstance(rejected, Rejection) and rejected.failure == Failure.LIMIT_VIOLATION
+    nan = ChunkInput(chunk_id="nan", space=2, ee_positions=[[math.nan, 0.0, 0.0]], ee_orientations=[[0, 0, 0, 1]],
+                     ee_times=[1.0])
+    rejected = fresh(core).submit(nan, state_of(desc))
+    assert isinstance(rejected, Rejection) and rejected.failure == Failure.INVALID_INPUT
+
+
+def test_streamed_end_effector_deltas_accumulate_from_the_last_target():
+    desc = load_robot_description("panda")
+    core = RouterCore(desc, RouterParameters(collision_check=False))
+    start = core.kinematics.fk(desc.arm.home).translation
+    step = ChunkInput(chunk_id="s", space=2, ee_positions=[[0.0, 0.01, 0.0]], ee_orientations=[[0, 0, 0, 1]],
+                      ee_times=[0.004])
+    target = None
+    for _ in range(3):
+        target, _, _ = core.plan_stream(step, state_of(desc), target)
+    assert np.allclose(core.kinematics.fk(target).translation, start + [0.0, 0.03, 0.0], atol=1e-3)
+
+
 def test_per_step_change_is_clamped_and_counted():
     out, clamps = limit_steps(np.zeros(3), np.array([[0.5, -0.05, 0.0], [0.5, 0.5, 0.0]]), 0.1)
     assert clamps == 3

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness_nodes.common.robot_description import RobotDescription
-from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.router.kinematics import ArmKinematics, matrix_to_quat_xyzw, pose_to_se3, quat_xyzw_to_matrix
 from harness_nodes.router.safety import (check_path_collisions, limit_steps, proximity_scale, slow_near_collisions,
                                          slow_near_singularities)
 from harness_nodes.router.trajectory import (GripperTrajectory, JointTrajectory, TimingLimits,
                                              build_arm_trajectory, build_gripper_trajectory)
-from harness_nodes.router.validation import (ChunkInput, Failure, GripperCommand, Rejection, Space,
-                                             ValidationLimits, validate_chunk)
+from harness_nodes.router.validation import (ChunkInput, Failure, GripperCommand, Rejection, Space, ValidChunk,
+                                             ValidationLimits, outside_workspace, validate_chunk)
 
 
 class RouterParameters(BaseModel):
@@ -274,6 +275,10 @@ class RouterCore:
         if isinstance(current, str):
             return self._reject(Failure.NO_STATE, current)
         others = self.others(joint_positions)
+        valid = self._absolute(valid, current, others)
+        if isinstance(valid, Rejection):
+            self.counters.rejected += 1
+            return valid
         ik_iters, ik_time = 0, 0.0
         if valid.space == Space.END_EFFECTOR:
             targets = np.zeros((len(valid.times), len(self.arm_joints)))
@@ -340,6 +345,22 @@ class RouterCore:
                 out[n] = joint_positions[n]
         return out
 
+    def _absolute(self, valid: ValidChunk, arm_q: np.ndarray, others: dict[str, float]) -> ValidChunk | Rejection:
+        """End-effector deltas -> absolute poses from the tool pose at `arm_q`: each position offset
+        is added in the base frame, each rotation is applied in the base frame about the tool point.
+        Every point is relative to that same start pose (not chained). Other spaces pass through."""
+        if valid.space != Space.END_EFFECTOR_DELTA:
+            return valid
+        start = self.kinematics.fk(arm_q, others)
+        positions = start.translation[None, :] + valid.ee_positions
+        quats = np.array([matrix_to_quat_xyzw(quat_xyzw_to_matrix(dq) @ start.rotation) for dq in valid.ee_quaternions])
+        outside = outside_workspace(positions, self.limits)
+        if outside is not None:
+            return outside
+        return dataclasses.replace(valid, space=Space.END_EFFECTOR, ee_positions=positions, ee_quaternions=quats,
+                                   notes=valid.notes + (f"end-effector deltas from the tool at "
+                                                        f"{np.round(start.translation, 4).tolist()} m",))
+
     def plan_stream(self, chunk: ChunkInput, joint_positions: dict[str, float] | None, last_target,
                     state_age: float | None = None):
         """One servo-style stream command -> (arm target, seconds to reach it, clamps) or a Rejection.
@@ -358,6 +379,10 @@ class RouterCore:
             return self._reject(Failure.NO_STATE, current)
         base = current if last_target is None else np.asarray(last_target)
         others = self.others(joint_positions)
+        valid = self._absolute(valid, base, others)    # stream deltas accumulate from the last target
+        if isinstance(valid, Rejection):
+            self.counters.rejected += 1
+            return valid
         if valid.space == Space.END_EFFECTOR:
             result = self.kinematics.ik(pose_to_se3(valid.ee_positions[0], valid.ee_quaternions[0]), base,
                                         others=others, max_iterations=self.params.ik_max_iterations,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class Space(IntEnum):            # mirrors ActionChunk.SPACE_*
     END_EFFECTOR = 0
     JOINT = 1
+    END_EFFECTOR_DELTA = 2       # ee poses relative to the current tool pose (made absolute by the core)
 
 
 class GripperCommand(IntEnum):   # mirrors ActionChunk.GRIPPER_*
@@ -84,7 +85,7 @@ class ValidChunk:
     attempt: int
     space: Space
     times: np.ndarray                          # (N,), s, strictly increasing, > 0
-    ee_positions: np.ndarray | None = None     # (N, 3) for END_EFFECTOR
+    ee_positions: np.ndarray | None = None     # (N, 3) for END_EFFECTOR (offsets for END_EFFECTOR_DELTA)
     ee_quaternions: np.ndarray | None = None   # (N, 4) x y z w, unit norm
     joint_names: tuple[str, ...] = ()          # JOINT: subset of the arm joints, as sent
     joint_positions: np.ndarray | None = None  # (N, len(joint_names)) after clamping
@@ -213,6 +214,17 @@ def clamp_joint_targets(names: Sequence[str], positions: np.ndarray, limits: Val
     return out, clamps
 
 
+def outside_workspace(positions: np.ndarray, limits: ValidationLimits) -> Rejection | None:
+    wmin, wmax = np.asarray(limits.workspace_min), np.asarray(limits.workspace_max)
+    outside = np.any((positions < wmin) | (positions > wmax), axis=1)
+    if not outside.any():
+        return None
+    i = int(np.argmax(outside))
+    return _reject(Failure.LIMIT_VIOLATION,
+                   f"ee_poses[{i}].position {np.round(positions[i], 4).tolist()} m outside the workspace box "
+                   f"{limits.workspace_min}..{limits.workspace_max}")
+
+
 def validate_chunk(chunk: ChunkInput, limits: ValidationLimits) -> ValidChunk | Rejection:
     """Check everything about a chunk that does not need kinematics or the robot's state."""
     if not isinstance(chunk.chunk_id, str) or not chunk.chunk_id.strip():
@@ -220,7 +232,8 @@ def validate_chunk(chunk: ChunkInput, limits: ValidationLimits) -> ValidChunk | 
     try:
         space = Space(int(chunk.space))
     except ValueError:
-        return _reject(Failure.INVALID_INPUT, f"space {chunk.space} is not SPACE_END_EFFECTOR=0 or SPACE_JOINT=1")
+        return _reject(Failure.INVALID_INPUT, f"space {chunk.space} is not SPACE_END_EFFECTOR=0, SPACE_JOINT=1 "
+                       "or SPACE_END_EFFECTOR_DELTA=2")
     if chunk.frame_id not in limits.accepted_frames:
         return _reject(Failure.INVALID_INPUT, f"header.frame_id '{chunk.frame_id}' is not the robot base frame "
                        f"(accepted: {limits.accepted_frames})")
@@ -231,9 +244,9 @@ def validate_chunk(chunk: ChunkInput, limits: ValidationLimits) -> ValidChunk | 
     common = dict(chunk_id=chunk.chunk_id, source=chunk.source, attempt=int(chunk.attempt), space=space,
                   gripper_command=command, gripper_width=width)
 
-    if space == Space.END_EFFECTOR:
+    if space in (Space.END_EFFECTOR, Space.END_EFFECTOR_DELTA):
         if len(chunk.joint_names) or len(chunk.joint_positions):
-            return _reject(Failure.INVALID_INPUT, "SPACE_END_EFFECTOR chunk must not carry joint_names/joint_points")
+            return _reject(Failure.INVALID_INPUT, f"SPACE_{space.name} chunk must not carry joint_names/joint_points")
         n = len(chunk.ee_positions)
         if n == 0:
             return _reject(Failure.INVALID_INPUT, "ee_poses is empty")
@@ -259,13 +272,10 @@ def validate_chunk(chunk: ChunkInput, limits: ValidationLimits) -> ValidChunk | 
                 return _reject(Failure.INVALID_INPUT, f"ee_poses[{i}].orientation has norm {nrm:.6f}, "
                                f"not within {QUATERNION_NORM_TOLERANCE} of 1")
         quat = quat / norms[:, None]
-        wmin, wmax = np.asarray(limits.workspace_min), np.asarray(limits.workspace_max)
-        outside = np.any((pos < wmin) | (pos > wmax), axis=1)
-        if outside.any():
-            i = int(np.argmax(outside))
-            return _reject(Failure.LIMIT_VIOLATION,
-                           f"ee_poses[{i}].position {np.round(pos[i], 4).tolist()} m outside the workspace box "
-                           f"{limits.workspace_min}..{limits.workspace_max}")
+        if space == Space.END_EFFECTOR:
+            outside = outside_workspace(pos, limits)
+            if outside is not None:
+                return outside
         return ValidChunk(times=times, ee_positions=pos, ee_quaternions=quat, **common)
 
     # SPACE_JOINT
