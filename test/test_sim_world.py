@@ -286,3 +286,41 @@ def test_top_down_grasp_lifts_cube_and_slip_drops_it():
         assert gt.pose("red_cube")[0][2] < 0.06         # back on the table
         world.run_for(0.5)
         assert world._slip is None                      # contacts restored once clear
+
+
+def test_xarm_gripper_width_table_matches_the_finger_pad_gap_in_the_model():
+    """The xArm gripper's width is not linear in its drive angle; the description's width table
+    must agree with the gap between the finger pads of the model the simulator loads."""
+    w = SimWorld("xarm6").connect()
+    try:
+        grip = w.description.gripper
+        left, right = (w._link_index[n] for n in grip.finger_links)
+        errors = []
+        for q in np.linspace(0.0, 0.85, 23):
+            p.resetJointState(w.robot, w._joint_index[grip.joint_names[0]], q, physicsClientId=w.client)
+            for name, m in grip.mimic_joints.items():
+                p.resetJointState(w.robot, w._joint_index[name], m * q, physicsClientId=w.client)
+            pts = p.getClosestPoints(w.robot, w.robot, 1.0, linkIndexA=left, linkIndexB=right,
+                                     physicsClientId=w.client)
+            gap = min(pt[8] for pt in pts)
+            errors.append(abs(grip.width_for_position(q) - gap))
+        assert max(errors) < 5e-4, max(errors)
+        for width in (0.0, 0.02, 0.05, 0.085):      # the map is invertible over the commanded range
+            assert grip.width_for_position(grip.position_for_width(width)) == pytest.approx(width, abs=1e-6)
+    finally:
+        w.disconnect()
+
+
+def test_gripper_width_table_is_validated():
+    from pydantic import ValidationError
+
+    from harness_nodes.common.robot_description import GripperDescription
+    base = dict(joint_names=["drive_joint"], min_width=0.0, max_width=0.085, max_speed=0.1, effort=5.0)
+    GripperDescription(**base, width_table=[[0.0, 0.09], [0.85, -0.001]])
+    for table, words in (([[0.0, 0.09]], "at least 2"), ([[0.0, 0.09], [0.85, math.nan]], "finite"),
+                         ([[0.5, 0.09], [0.1, 0.0]], "sorted"), ([[0.0, 0.09], [0.4, 0.09], [0.85, 0.0]], "monotonic"),
+                         ([[0.0, 0.05], [0.85, 0.0]], "cover")):
+        with pytest.raises(ValidationError, match=words):
+            GripperDescription(**base, width_table=table)
+    with pytest.raises(ValidationError, match="either"):
+        GripperDescription(**base, open_position=0.0, closed_position=0.85, width_table=[[0.0, 0.09], [0.85, 0.0]])

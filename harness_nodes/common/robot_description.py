@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -58,8 +59,8 @@ class ArmDescription(_Strict):
 class GripperDescription(_Strict):
     """The gripper's command interface. Every joint in `joint_names` is commanded with the same
     position, `position_for_width(width)`: linear between `open_position` (at max_width) and
-    `closed_position` (at min_width). Defaults give a Panda-style parallel gripper (each finger
-    at width / 2). `mimic_joints` (name -> multiplier of the first commanded joint) are not
+    `closed_position` (at min_width), or interpolated in a measured `width_table`. Defaults give a
+    Panda-style parallel gripper (each finger at width / 2). `mimic_joints` (name -> multiplier of the first commanded joint) are not
     commanded over ROS; a simulator drives them itself, as a real gripper's linkage does."""
     joint_names: list[str] = Field(min_length=1)
     min_width: float = Field(ge=0.0)
@@ -70,6 +71,9 @@ class GripperDescription(_Strict):
     closed_position: float | None = None    # joint position at min_width (default min_width / 2)
     mimic_joints: dict[str, float] = {}
     finger_links: list[str] = []            # links that touch a held object (default: the joints' links)
+    # Measured (joint position, width m) pairs of a linkage gripper whose width is not linear in its
+    # joint; interpolated, and it replaces the linear open/closed map. Must cover min..max_width.
+    width_table: list[tuple[float, float]] = []
 
     @model_validator(mode="after")
     def _range(self) -> "GripperDescription":
@@ -84,24 +88,55 @@ class GripperDescription(_Strict):
         overlap = set(self.mimic_joints) & set(self.joint_names)
         if overlap:
             raise ValueError(f"gripper.mimic_joints {sorted(overlap)} are also commanded joints")
+        if self.width_table:
+            if self.open_position is not None:
+                raise ValueError("give either gripper.open/closed_position (linear map) or gripper.width_table")
+            table = np.asarray(self.width_table, dtype=float)
+            if len(table) < 2 or not np.all(np.isfinite(table)):
+                raise ValueError("gripper.width_table needs at least 2 finite (position, width) pairs")
+            dq, dw = np.diff(table[:, 0]), np.diff(table[:, 1])
+            if not (np.all(dq > 0) and (np.all(dw > 0) or np.all(dw < 0))):
+                raise ValueError("gripper.width_table must be sorted by position with width strictly monotonic")
+            if table[:, 1].min() > self.min_width or table[:, 1].max() < self.max_width:
+                raise ValueError(f"gripper.width_table widths [{table[:, 1].min()}, {table[:, 1].max()}] m must "
+                                 f"cover min_width..max_width [{self.min_width}, {self.max_width}] m")
         return self
+
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(widths, positions) of the width table, widths increasing (np.interp needs that)."""
+        table = np.asarray(self.width_table, dtype=float)
+        order = np.argsort(table[:, 1])
+        return table[order, 1], table[order, 0]
 
     @property
     def open_q(self) -> float:
+        if self.width_table:
+            return self.position_for_width(self.max_width)
         return self.max_width / 2 if self.open_position is None else self.open_position
 
     @property
     def closed_q(self) -> float:
+        if self.width_table:
+            return self.position_for_width(self.min_width)
         return self.min_width / 2 if self.closed_position is None else self.closed_position
 
     def position_for_width(self, width: float) -> float:
         """Commanded joint position for a width (m), width clamped to [min_width, max_width]."""
         w = min(max(float(width), self.min_width), self.max_width)
+        if self.width_table:
+            widths, positions = self._table()
+            return float(np.interp(w, widths, positions))
         a = (w - self.min_width) / (self.max_width - self.min_width)
         return self.closed_q + a * (self.open_q - self.closed_q)
 
     def width_for_position(self, position: float) -> float:
-        """Width (m) for a measured joint position (inverse of position_for_width, unclamped)."""
+        """Width (m) for a measured joint position (inverse of position_for_width; the linear map
+        extrapolates, a width table clamps to its ends)."""
+        if self.width_table:
+            if self.open_position is not None:
+                raise ValueError("give either gripper.open/closed_position (linear map) or gripper.width_table")
+            table = np.asarray(self.width_table, dtype=float)
+            return float(np.interp(float(position), table[:, 0], table[:, 1]))
         a = (float(position) - self.closed_q) / (self.open_q - self.closed_q)
         return self.min_width + a * (self.max_width - self.min_width)
 

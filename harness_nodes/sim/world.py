@@ -12,7 +12,8 @@ directly. Conventions:
   current desired state (no jump). Joints the trajectory does not name hold their desired position.
 * Gripper: the commanded gripper joints (description `gripper.joint_names`) each take
   `position_for_width(width)` (Panda: each finger width / 2; xArm: drive_joint 0.85 .. 0 rad);
-  mimic joints follow the first commanded joint, as the real linkage does. Limited force.
+  mimic joints are geared to the first commanded joint (PyBullet gear constraints), as the real
+  linkage is: a blocked finger blocks the drive. Limited force.
 * Quaternions are (x, y, z, w); lengths are metres, angles radians, times seconds of sim time.
 """
 from __future__ import annotations
@@ -67,6 +68,7 @@ SLIP_DURATION = 0.5       # s of sim time the fingers stop touching the slipping
 ARM_POSITION_GAIN = 0.3   # PyBullet position-motor gains (unitless, 0..1)
 ARM_VELOCITY_GAIN = 1.0
 GRIPPER_POSITION_GAIN = 0.3
+MIMIC_GEAR_FORCE = 1000.0     # N m the linkage constraints may apply (rigid compared with the drive)
 
 
 @dataclass
@@ -331,6 +333,14 @@ class SimWorld:
         grip = self.description.gripper
         self._mimic = [(self._joint_index[n], m) for n, m in grip.mimic_joints.items()]
         self._all_j = self._arm_j + self._grip_j + [j for j, _ in self._mimic]
+        # The linkage: each mimic joint geared to the first commanded joint (q = multiplier x lead),
+        # unpowered itself, so a finger blocked by an object also blocks the drive joint, as the
+        # real closed linkage does (independent position motors would let the drive close on).
+        for j, m in self._mimic:
+            gear = p.createConstraint(self.robot, self._grip_j[0], self.robot, j, p.JOINT_GEAR, (1, 0, 0),
+                                      (0, 0, 0), (0, 0, 0), physicsClientId=c)
+            p.changeConstraint(gear, gearRatio=-m, maxForce=MIMIC_GEAR_FORCE, erp=1.0, physicsClientId=c)
+            p.setJointMotorControl2(self.robot, j, p.VELOCITY_CONTROL, force=0.0, physicsClientId=c)
         self._hand_link = self._link_index.get(self.description.camera_link, self._arm_j[-1])
         missing_links = [n for n in grip.finger_links if n not in self._link_index]
         if missing_links:
@@ -496,13 +506,6 @@ class SimWorld:
             targetPositions=self.gripper.desired.tolist(),
             forces=[effort] * len(self._grip_j),
             positionGains=[GRIPPER_POSITION_GAIN] * len(self._grip_j), physicsClientId=c)
-        if self._mimic:
-            lead = float(self.gripper.desired[0])
-            p.setJointMotorControlArray(
-                self.robot, [j for j, _ in self._mimic], p.POSITION_CONTROL,
-                targetPositions=[lead * m for _, m in self._mimic],
-                forces=[effort] * len(self._mimic),
-                positionGains=[GRIPPER_POSITION_GAIN] * len(self._mimic), physicsClientId=c)
 
     def step(self, n: int = 1) -> None:
         """Advance n physics steps of 1 / physics_rate s each."""
