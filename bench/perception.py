@@ -1,8 +1,12 @@
 """Perception benchmark (issue #5): per-frame latency p50/p99 of the perception core at 640x480 and
-320x240; 3-D position error against simulator ground truth vs camera distance; and, on the
-occluded-target scenario over fixed seeds, views needed to localise the target and success within
-3 views for information-gain viewpoint selection vs random reachable viewpoints (anywhere over the
-table, and on the same hemisphere around the target's prior) vs no movement.
+320x240 (memory holds the three cubes and one absent object, so negative evidence runs every
+frame), at 640x480 side by side with the same frames through a lens with distortion (plumb_bob:
+the renders warped to what that camera records, measured interleaved frame by frame, plus the
+one-off cost of the per-pixel ray table when a camera's CameraInfo arrives); 3-D position error
+against simulator ground truth vs camera distance; and, on the occluded-target scenario over fixed
+seeds, views needed to localise the target and success within 3 views for information-gain
+viewpoint selection vs random reachable viewpoints (anywhere over the table, and on the same
+hemisphere around the target's prior) vs no movement.
 
     make bench-perception    # = scripts/env.sh python bench/perception.py [--seeds 6] [--frames 40]
 
@@ -29,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from harness_nodes.common.robot_description import load_robot_description  # noqa: E402
 from harness_nodes.perception.config import PerceptionParameters  # noqa: E402
-from harness_nodes.perception.core import Frame, PerceptionCore  # noqa: E402
+from harness_nodes.perception.core import ExpectedFact, Frame, PerceptionCore  # noqa: E402
 from harness_nodes.common.geometry import CameraModel, quat_to_matrix  # noqa: E402
 from harness_nodes.router.camera_mount import ee_T_camera  # noqa: E402
 from harness_nodes.perception.viewpoint import Target, ViewpointPlanner  # noqa: E402
@@ -38,6 +42,7 @@ from harness_nodes.sim.world import SimWorld, TrajectoryPoint  # noqa: E402
 
 MAX_VIEWS = 3
 LOCALISED = 0.01     # m
+LENS = ("plumb_bob", (-0.12, 0.05, 0.001, -0.0008, 0.0))    # a webcam-like barrel lens
 
 
 def frame(world: SimWorld, cam: str, t: float) -> Frame:
@@ -47,22 +52,58 @@ def frame(world: SimWorld, cam: str, t: float) -> Frame:
                  quat_to_matrix(r.quaternion))
 
 
-def latency(width: int, height: int, n: int) -> dict:
+def distorted(f: Frame, lens) -> Frame:
+    """The frame a camera with the same K and this lens records of the rendered scene: each pixel
+    takes the rendered pixel its (undistorted) ray goes through (nearest: depth stays a depth;
+    beyond the render's edge, the edge)."""
+    import cv2
+    m = f.model
+    dm = CameraModel(m.width, m.height, m.fx, m.fy, m.cx, m.cy, m.near, m.far, *lens)
+    x, y = dm.rays()
+    mx = np.nan_to_num(m.fx * x + m.cx, nan=-1.0).astype(np.float32)
+    my = np.nan_to_num(m.fy * y + m.cy, nan=-1.0).astype(np.float32)
+    warp = lambda img: cv2.remap(img, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)  # noqa: E731
+    return Frame(f.camera, f.stamp, warp(f.rgb), warp(f.depth), dm, f.position, f.rotation)
+
+
+def latency(width: int, height: int, n: int, lens=None) -> dict:
+    """p50/p99 ms per frame (scene and wrist camera alternating); with `lens` also of the same
+    frames through that lens, interleaved frame by frame so both see the same machine load."""
     world = SimWorld("panda", image_width=width, image_height=height, seed=1).connect()
+    world.run_for(0.3)
     frames = [frame(world, cam, 0.0) for cam in ("scene", "wrist")]
+    cubes = {c: world.object_pose(c)[0] for c in ("red_cube", "green_cube", "blue_cube")}
     world.disconnect()
-    core = PerceptionCore()
-    core.process(frames[0])     # warm-up (OpenCV init)
-    times = []
-    for i in range(n):
-        f = frames[i % 2]
-        f.stamp = 1.0 + i
+    expected = [ExpectedFact(c, p) for c, p in cubes.items()]
+    absent = np.mean(list(cubes.values()), axis=0) + [0.0, -0.1, 0.0]     # in view of both cameras, not there
+    expected.append(ExpectedFact("absent_cube", absent))
+    variants = {"": frames}
+    out = {}
+    if lens is not None:
+        variants["distorted"] = [distorted(f, lens) for f in frames]
         t0 = time.perf_counter()
-        core.process(f)
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "frames": n}
+        variants["distorted"][0].model.rays()
+        ray_table_ms = (time.perf_counter() - t0) * 1000
+    cores = {k: PerceptionCore() for k in variants}
+    for k, fs in variants.items():
+        cores[k].process(fs[0])     # warm-up (OpenCV init; the ray table of a distorted camera)
+    times = {k: [] for k in variants}
+    objects = {k: 0 for k in variants}
+    for i in range(n):
+        for k, fs in variants.items():
+            f = fs[i % 2]
+            f.stamp = 1.0 + i
+            t0 = time.perf_counter()
+            res = cores[k].process(f, expected)
+            times[k].append(time.perf_counter() - t0)
+            objects[k] += len(res.objects)
+    for k in variants:
+        ms = np.array(times[k]) * 1000
+        out[k] = {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                  "frames": n, "objects_per_frame": round(objects[k] / n, 2)}
+    if lens is not None:
+        out["distorted"].update(lens=lens[0], d=list(lens[1]), ray_table_ms=round(ray_table_ms, 1))
+    return out
 
 
 def error_vs_distance() -> dict:
@@ -185,9 +226,13 @@ def main() -> int:
     args = ap.parse_args()
     t_start = time.perf_counter()
     print(f"reproduce: scripts/env.sh python bench/perception.py --seeds {args.seeds} --frames {args.frames}")
-    lat = {"640x480": latency(640, 480, args.frames), "320x240": latency(320, 240, args.frames)}
+    big = latency(640, 480, args.frames, LENS)
+    lat = {"640x480": big[""], "640x480_distorted": big["distorted"], "320x240": latency(320, 240, args.frames)[""]}
     for k, v in lat.items():
         print(f"latency {k}: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms over {v['frames']} frames")
+    u, d = lat["640x480"], lat["640x480_distorted"]
+    print(f"640x480 side by side: undistorted p50 {u['p50_ms']} / p99 {u['p99_ms']} ms | {d['lens']} "
+          f"p50 {d['p50_ms']} / p99 {d['p99_ms']} ms (+ {d['ray_table_ms']} ms once per camera model)")
     err = error_vs_distance()
     for k, v in err.items():
         print(f"3-D error at {k}: mean {v['mean_mm']} mm, max {v['max_mm']} mm (n={v['n']}, predicted sigma "

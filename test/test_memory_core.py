@@ -313,6 +313,16 @@ def test_latent_entry_dropped_by_an_action_in_its_region(core):
     assert core.latent_fetch("scene", "m", (0.4, 0.0, 0.0), 0.1) is None
 
 
+def test_latent_entries_evicted_for_size_lose_their_facts_whatever_their_camera_and_model():
+    c = MemoryCore(params(latent_max_entries=2))
+    a = c.latent_store("scene", "m1", (0.0, 0.0, 0.0), 0.1, 0.0, (1,), [1.0], 0.0)
+    b = c.latent_store("wrist", "m2", (0.5, 0.0, 0.0), 0.1, 0.0, (1,), [2.0], 0.0)
+    d = c.latent_store("scene", "m3", (1.0, 0.0, 0.0), 0.1, 0.0, (1,), [3.0], 0.0)
+    assert list(c.latent.entries) == [b, d]
+    assert c.get(f"latent/{a}", 0.0) is None
+    assert c.get(f"latent/{b}", 0.0) is not None and c.get(f"latent/{d}", 0.0) is not None
+
+
 # ---------------------------------------------------------------- queries and the index
 def test_query_by_subject_kind_region_and_confidence(core):
     core.assert_fact(Fact("", Kind.TEXT, "note", value='"careful"'), 0.0)
@@ -320,6 +330,44 @@ def test_query_by_subject_kind_region_and_confidence(core):
     assert sorted(f.subject for f in core.query(1.0, center=(0.45, 0.05, 0.0), radius=0.12)) == ["green", "red"]
     core.apply_action("c", [(0.4, 0.0, 0.3), (0.4, 0.0, 0.03)], 1.0)
     assert sorted(f.subject for f in core.query(1.0, kind=int(Kind.VISUAL), min_confidence=0.95)) == ["far"]
+
+
+def test_vectorised_facts_are_the_facts_built_one_by_one(core):
+    core.assert_fact(Fact("", Kind.TEXT, "note", value='"careful"'), 0.5)            # no pose (NaN)
+    core.ingest(scene(1.0, seen("red", (0.6, 0.3, 0.025))), 1.0)                      # contradiction
+    core.apply_action("c", [(0.55, 0.1, 0.3), (0.55, 0.1, 0.03)], 2.0)               # green invalid
+    core.latent_store("scene", "enc", (0.0, 0.6, 0.0), 0.1, 2.0, (1,), [1.0], 2.0)
+    t = core.table
+    live = t.live_slots()
+    assert len(live) == 7
+    for now in (2.0, 250.0):
+        one_by_one = [t.fact(s, now) for s in live.tolist()]
+        assert [repr(f) for f in t.facts(live, now)] == [repr(f) for f in one_by_one]   # repr: NaN == NaN
+        assert [repr(f) for f in t.facts(live[::-1], now)] == [repr(f) for f in one_by_one[::-1]]
+    assert t.facts(np.empty(0, dtype=np.intp), 2.0) == []
+    # query(): same answer as building each matched fact; query_page(): a prefix and the total
+    for kw in ({}, {"center": (0.5, 0.1, 0.0), "radius": 0.3}, {"min_confidence": 0.5}, {"subject": "red"},
+               {"kind": int(Kind.VISUAL), "include_superseded": False}):
+        got = core.query(3.0, **kw)
+        slots, _ = core._select(3.0, kw.get("subject", ""), kw.get("kind"), kw.get("center"), kw.get("radius", 0.0),
+                                kw.get("min_confidence", 0.0), kw.get("include_superseded", True))
+        assert [repr(f) for f in got] == [repr(t.fact(s, 3.0)) for s in slots.tolist()]
+        page, total = core.query_page(3.0, limit=2, **kw)
+        assert total == len(got) and [repr(f) for f in page] == [repr(f) for f in got[:2]]
+
+
+def test_region_query_index_follows_moves_and_removals():
+    t = FactTable(cell_size=0.1)
+    for i in range(50):
+        t.put(Fact(f"f{i}", Kind.VISUAL, f"s{i}", position=(0.01 * i, 0.0, 0.0)), 100.0, 0.0)
+    assert sorted(t.in_region((0.05, 0.0, 0.0), 0.05).tolist()) == list(range(11))   # cells now cached
+    t.set_pose(t.slot_of["f3"], (1.0, 1.0, 1.0))
+    t.remove("f4")
+    t.put(Fact("f60", Kind.VISUAL, "s60", position=(0.02, 0.0, 0.0)), 100.0, 0.0)       # reuses f4's slot
+    got = sorted(t.in_region((0.05, 0.0, 0.0), 0.05).tolist())
+    assert got == sorted(t.in_region_brute((0.05, 0.0, 0.0), 0.05).tolist())
+    assert t.slot_of["f3"] not in got and t.slot_of["f60"] in got
+    assert t.in_region((1.0, 1.0, 1.0), 0.01).tolist() == [t.slot_of["f3"]]
 
 
 @settings(max_examples=30, deadline=None)

@@ -1,6 +1,6 @@
 """Integration tests of the memory_tracker node process: observations in, events/snapshot/markers
-out, the query and latent services, bad input rejected with the node up, kill -9 keeps every fact,
-a corrupted database is kept aside."""
+out, the query and latent services, bad input rejected with the node up, kill -9 keeps every fact
+and every stored latent entry, a corrupted database is kept aside."""
 from __future__ import annotations
 
 import math
@@ -129,6 +129,14 @@ def test_observations_events_snapshot_markers_query_and_bad_input(start_node, ro
     messages = " | ".join(s.message for s in c.diagnostics if s.level == DiagnosticStatus.ERROR)
     for needle in ("not finite", "unknown frame", "future", "old", "objects (max", "duplicate object ids"):
         assert needle in messages
+    # a CameraInfo whose lens model the tracker cannot project through: reported once, node up
+    from sensor_msgs.msg import CameraInfo
+    from rclpy.qos import qos_profile_sensor_data
+    info_pub = ros_node.create_publisher(CameraInfo, "/cameras/scene/camera_info", qos_profile_sensor_data)
+    info = CameraInfo(width=320, height=240, distortion_model="kannala_brandt", d=[0.1, 0.0, 0.0, 0.0])
+    info.k = [300.0, 0.0, 160.0, 0.0, 300.0, 120.0, 0.0, 0.0, 1.0]
+    assert spin_until(ros_node, lambda: (info_pub.publish(info), any(
+        "camera_info of 'scene'" in s.message and "kannala_brandt" in s.message for s in c.diagnostics))[1], 10.0)
     assert node.alive()
     after = {k: (f.pose.position.x, f.confidence) for k, f in c.query().items()}
     assert set(after) == set(before)
@@ -167,28 +175,44 @@ def test_kill_9_and_restart_keeps_every_fact(start_node, ros_node, tmp_path):
     n = 40
     for k in range(4):
         c.observe({f"obj_{k}_{i}": (0.05 * i, 0.1 * k, 0.0) for i in range(n // 4)}, wait_events=n // 4)
+    # a latent entry (an encoding of the region around obj_0_0), committed before the service answers
+    store = StoreLatent.Request(camera="scene", model="enc", region_radius=0.04, shape=[3], data=[0.5, -1.0, 2.0])
+    store.stamp.sec = 7
+    stored = c.call(c.store_cli, store)
+    assert stored.success
     before = c.query()
-    assert len(before) == n
+    assert len(before) == n + 1 and f"latent/{stored.entry_id}" in before      # the entry's latent fact
     os.killpg(node.proc.pid, signal.SIGKILL)          # no chance to flush or close
     node.proc.wait(5)
     assert node.proc.returncode == -signal.SIGKILL
     node2 = start_node(MODULE, "memory.yaml", db_path=str(db), cameras=["scene"])
     assert spin_until(ros_node, lambda: "memory tracker:" in node2.log(), 30.0), node2.log()
-    assert f"reloaded {n} fact(s)" in node2.log()
+    assert f"reloaded {n + 1} fact(s) and 1 latent entry" in node2.log()
+
     # The killed process lingers in DDS discovery until its lease expires: a fresh client, retried.
-    after = {}
-    for _ in range(5):
-        cli = ros_node.create_client(QueryMemory, "/harness/memory/query")
-        assert cli.wait_for_service(timeout_sec=10.0)
-        future = cli.call_async(QueryMemory.Request(kind=QueryMemory.Request.KIND_ANY))
-        if spin_until(ros_node, future.done, 4.0):
-            after = {f.fact_id: f for f in future.result().facts}
-            break
-        ros_node.destroy_client(cli)
+    def call_fresh(srv, name, request):
+        for _ in range(5):
+            cli = ros_node.create_client(srv, name)
+            assert cli.wait_for_service(timeout_sec=10.0)
+            future = cli.call_async(request)
+            if spin_until(ros_node, future.done, 4.0):
+                return future.result()
+            ros_node.destroy_client(cli)
+        return None
+
+    res = call_fresh(QueryMemory, "/harness/memory/query", QueryMemory.Request(kind=QueryMemory.Request.KIND_ANY))
+    after = {f.fact_id: f for f in res.facts} if res is not None else {}
     assert set(after) == set(before)
     for fid, f in before.items():
+        if f.kind == MemoryFact.KIND_LATENT:
+            continue
         assert after[fid].pose.position.x == pytest.approx(f.pose.position.x)
         assert after[fid].confidence == pytest.approx(f.confidence, abs=0.02)
+    fetched = call_fresh(FetchLatent, "/harness/memory/latent/fetch",
+                         FetchLatent.Request(camera="scene", model="enc", region_center=store.region_center,
+                                             region_radius=0.04))
+    assert fetched is not None and fetched.hit and fetched.entry_id == stored.entry_id
+    assert list(fetched.data) == [0.5, -1.0, 2.0] and list(fetched.shape) == [3] and fetched.stamp.sec == 7
 
 
 def test_corrupted_database_is_kept_aside_and_reported(start_node, ros_node, tmp_path):

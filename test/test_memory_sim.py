@@ -13,10 +13,10 @@ from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Pose, PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-from conftest import spin_until
+from conftest import matched, spin_until
 from harness_nodes.expert.plan import PickPlaceConfig, plan_pick_place, waypoint_times
-from robot_harness.msg import (ActionChunk, ExecutionFeedback, MemoryEvent, ObjectObservation, SceneObservation,
-                               SimGroundTruth)
+from robot_harness.msg import (ActionChunk, ExecutionFeedback, MemoryEvent, MemorySnapshot, ObjectObservation,
+                               SceneObservation, SimGroundTruth)
 from robot_harness.srv import QueryMemory, SimControl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -35,7 +35,12 @@ class Perception:
         self.feedback: dict[str, ExecutionFeedback] = {}
         node.create_subscription(SimGroundTruth, "/sim/ground_truth", self._on_gt, 10)
         node.create_subscription(PoseStamped, "/cameras/scene/pose", self._on_cam, qos_profile_sensor_data)
-        node.create_subscription(MemoryEvent, "/harness/memory/events", self.events.append, RELIABLE)
+        self.events_sub = node.create_subscription(MemoryEvent, "/harness/memory/events", self.events.append,
+                                                   RELIABLE)
+        self.snapshots: list[MemorySnapshot] = []
+        node.create_subscription(MemorySnapshot, "/harness/memory", self.snapshots.append,
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
         node.create_subscription(ExecutionFeedback, "/harness/execution", self._on_fb, RELIABLE)
         self.obs_pub = node.create_publisher(SceneObservation, "/harness/observations", RELIABLE)
         self.cmd_pub = node.create_publisher(ActionChunk, "/harness/command", RELIABLE)
@@ -119,6 +124,9 @@ def test_pick_invalidates_and_moved_object_is_caught(start_node, ros_node, tmp_p
     assert spin_until(ros_node, lambda: w.gt is not None and w.cam_pose is not None
                       and w.obs_pub.get_subscription_count() > 0 and w.cmd_pub.get_subscription_count() >= 2
                       and w.query_cli.service_is_ready(), 60.0), memory.log()
+    # Events are volatile: the tracker must have matched our event reader before the first look; a
+    # first (periodic, latched) snapshot shows it has matched this test's readers.
+    assert spin_until(ros_node, lambda: matched(w.obs_pub, w.events_sub) and w.snapshots, 30.0), memory.log()
     cubes = ["red_cube", "green_cube", "blue_cube"]
     created = w.look(cubes, wait_events=3)
     assert {e.fact_id for e in created} == {f"visual/{c}" for c in cubes}

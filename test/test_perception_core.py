@@ -1,10 +1,13 @@
 """Perception core (no ROS): segmentation -> 3-D with uncertainty on synthetic images and on images
-rendered by the simulator, identity of look-alikes, occlusion, negative evidence, bad input, the
-wrist-camera mount and viewpoint selection on the occluded-target scenario."""
+rendered by the simulator, identity of look-alikes, occlusion, negative evidence, bad input, lens
+distortion (positions and negative evidence through plumb_bob, rational_polynomial and equidistant
+lenses; bad distortion parameters), the wrist-camera mount and viewpoint selection on the
+occluded-target scenario."""
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -17,11 +20,15 @@ TABLE_RGB = (180, 155, 120)
 DOWN = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])   # optical z pointing down
 
 
-def synthetic(cubes, height=0.8, size=0.05, width=320, h=240, depth_noise=0.0, seed=0, t=1.0, cam_xy=(0.4, 0.0)):
-    """A camera `height` m above the table looking straight down at cubes [(x, y, rgb)]: exact depth."""
-    model = model_from_fov(width, h)
+def synthetic(cubes, height=0.8, size=0.05, width=320, h=240, depth_noise=0.0, seed=0, t=1.0, cam_xy=(0.4, 0.0),
+              model=None):
+    """A camera `height` m above the table looking straight down at cubes [(x, y, rgb)]: exact depth.
+    `model` (default: 60 deg pinhole) may have lens distortion: then every pixel is rendered along
+    its true ray (`opencv_rays`), i.e. the image the distorted camera records."""
+    model = model or model_from_fov(width, h)
+    width, h = model.width, model.height
     pos = np.array([cam_xy[0], cam_xy[1], height])
-    rx, ry = model.rays()
+    rx, ry = opencv_rays(model) if model.distorted else model.rays()
     dirs = np.stack([rx, ry, np.ones_like(rx)], axis=-1) @ DOWN.T           # world ray per pixel (z = -1)
     rgb = np.empty((h, width, 3), np.uint8)
     rgb[:] = TABLE_RGB
@@ -39,6 +46,49 @@ def synthetic(cubes, height=0.8, size=0.05, width=320, h=240, depth_noise=0.0, s
 
 def by_id(result):
     return {d.object_id: d for d in result.objects}
+
+
+# lenses: webcam-like barrel; rational with a denominator; a fisheye lens (equidistant)
+LENSES = {"plumb_bob": (-0.12, 0.05, 0.001, -0.0008, 0.0),
+          "rational_polynomial": (0.3, -0.05, 0.0005, -0.0003, 0.0, 0.45, -0.02, 0.0),
+          "equidistant": (0.05, -0.01, 0.002, -0.0005)}
+
+
+def lens(name, d=None, width=320, h=240) -> CameraModel:
+    m = model_from_fov(width, h)
+    return CameraModel(m.width, m.height, m.fx, m.fy, m.cx, m.cy, distortion_model=name,
+                       d=LENSES[name] if d is None else d)
+
+
+def pinhole(m: CameraModel) -> CameraModel:
+    """The same camera with its distortion ignored (what perception did before it read D)."""
+    return CameraModel(m.width, m.height, m.fx, m.fy, m.cx, m.cy)
+
+
+def opencv_forward(m: CameraModel, x, y):
+    """OpenCV's forward model: normalised (x/z, y/z) -> distorted pixels, no clipping."""
+    pts = np.stack([np.ravel(x), np.ravel(y), np.ones(np.size(x))], axis=-1).reshape(-1, 1, 3).astype(float)
+    fn = cv2.fisheye.projectPoints if m.distortion_model == "equidistant" else cv2.projectPoints
+    uv = fn(pts, np.zeros(3), np.zeros(3), m.matrix, np.array(m.d))[0].reshape(-1, 2)
+    return uv[:, 0].reshape(np.shape(x)), uv[:, 1].reshape(np.shape(x))
+
+
+def opencv_rays(m: CameraModel):
+    """Ray (x/z, y/z) through every pixel centre of a distorted camera, made here from OpenCV (not
+    by the code under test) and checked to re-project onto its pixel with OpenCV's forward model."""
+    v, u = np.mgrid[0:m.height, 0:m.width].astype(float)
+    pts = np.stack([u.ravel(), v.ravel()], axis=-1).reshape(-1, 1, 2)
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-6)
+    fn = cv2.fisheye.undistortPoints if m.distortion_model == "equidistant" else cv2.undistortPoints
+    xy = fn(pts, m.matrix, np.array(m.d), None, np.eye(3), np.eye(3), crit).reshape(m.height, m.width, 2)
+    bu, bv = opencv_forward(m, xy[..., 0], xy[..., 1])
+    assert max(np.abs(bu - u).max(), np.abs(bv - v).max()) < 1e-3
+    return xy[..., 0].astype(np.float32), xy[..., 1].astype(np.float32)
+
+
+def camera_point(f: Frame, x: float, y: float, z: float) -> np.ndarray:
+    """World point at normalised image coordinates (x/z, y/z) and depth z of frame f's camera."""
+    return f.position + f.rotation @ np.array([x * z, y * z, z])
 
 
 # ---------------------------------------------------------------------- synthetic images
@@ -110,6 +160,100 @@ def test_negative_evidence_in_view_not_occluded_only():
     dep[max(0, v - 15):v + 15, max(0, u - 15):u + 15] = 0.3
     r2 = PerceptionCore().process(Frame("test", 2.0, f.rgb, dep, f.model, f.position, f.rotation), expected)
     assert "red_cube" not in by_id(r2)
+
+
+# ---------------------------------------------------------------------- lens distortion
+RED, GREEN, BLUE = (217, 25, 25), (30, 190, 40), (40, 70, 220)
+# centre, right edge, lower-left corner of the image (the camera looks down from (0.4, 0, 0.8))
+LENS_CUBES = [(0.40, 0.0, RED), (0.40, -0.45, GREEN), (0.07, 0.40, BLUE)]
+
+
+@pytest.mark.parametrize("name", list(LENSES))
+def test_distorted_frame_positions_as_accurate_as_undistorted(name):
+    truth = {"red_cube": (0.40, 0.0), "green_cube": (0.40, -0.45), "blue_cube": (0.07, 0.40)}
+    f = synthetic(LENS_CUBES, model=lens(name))
+    new = by_id(PerceptionCore().process(f))
+    old = by_id(PerceptionCore().process(Frame("test", 1.0, f.rgb, f.depth, pinhole(f.model), f.position,
+                                               f.rotation)))
+    plain = by_id(PerceptionCore().process(synthetic(LENS_CUBES)))
+    for oid, (x, y) in truth.items():
+        gt = np.array([x, y, 0.025])
+        err_new = np.linalg.norm(new[oid].position - gt)
+        err_plain = np.linalg.norm(plain[oid].position - gt)
+        assert err_plain < 0.003 and err_new < 0.003, (name, oid, err_new, err_plain)
+        assert new[oid].identity_confidence > 0.9, (oid, new[oid])
+        # synthetic() draws top faces only: off-centre cubes are partly "hidden", equally so without D
+        assert abs(new[oid].visible_fraction - plain[oid].visible_fraction) < 0.1, (oid, new[oid], plain[oid])
+        sigma = math.sqrt(np.max(np.linalg.eigvalsh(new[oid].covariance)))
+        assert err_new < 4 * sigma + 0.002
+        if oid != "red_cube":          # near the edges ignoring D is off by centimetres
+            assert np.linalg.norm(old[oid].position - gt) > 0.01, (name, oid, old[oid].position)
+
+
+def test_zero_distortion_is_the_pinhole_camera():
+    f = synthetic([(0.45, 0.05, RED)])
+    k = [f.model.fx, 0.0, f.model.cx, 0.0, f.model.fy, f.model.cy, 0.0, 0.0, 1.0]
+    plain = camera_model_from_info(320, 240, k)
+    for model, d in (("plumb_bob", [0.0] * 5), ("rational_polynomial", [0.0] * 8), ("equidistant", [0.0] * 4),
+                     ("plumb_bob", []), ("", [])):
+        m = camera_model_from_info(320, 240, k, model, d)
+        assert m == plain and not m.distorted and m.rays()[0].shape == (240, 320)
+    a = PerceptionCore().process(f).objects[0]
+    b = PerceptionCore().process(Frame("test", 1.0, f.rgb, f.depth, camera_model_from_info(
+        320, 240, k, "plumb_bob", [0.0] * 5), f.position, f.rotation)).objects[0]
+    assert np.array_equal(a.position, b.position) and np.array_equal(a.covariance, b.covariance)
+
+
+def test_bad_distortion_is_rejected():
+    k = [207.8, 0.0, 159.5, 0.0, 207.8, 119.5, 0.0, 0.0, 1.0]
+    for model, d, match in [("kannala_brandt", [0.1, 0.0, 0.0, 0.0], "distortion_model 'kannala_brandt' not supported"),
+                            ("plumb_bob", [-0.1, 0.01, 0.0, 0.0], "D has 4 values, plumb_bob needs 5"),
+                            ("rational_polynomial", [-0.1, 0.01, 0.0, 0.0, 0.0], "needs 8"),
+                            ("equidistant", [0.1, 0.0, 0.0, 0.0, 0.0], "needs 4"),
+                            ("plumb_bob", [math.nan, 0.0, 0.0, 0.0, 0.0], "D not finite"),
+                            ("equidistant", [math.inf, 0.0, 0.0, 0.0], "D not finite"),
+                            ("", [-0.1, 0.0, 0.0, 0.0, 0.0], "no distortion_model"),
+                            ("plumb_bob", [-0.4, 0.0, 0.0, 0.0, 0.0], "folds"),
+                            ("plumb_bob", ["x"] * 5, "D not numbers")]:
+        with pytest.raises(FrameError, match=match):
+            camera_model_from_info(320, 240, k, model, d)
+    assert camera_model_from_info(320, 240, k, "plumb_bob", LENSES["plumb_bob"]).distorted
+
+
+def test_negative_evidence_projects_through_the_distortion():
+    # barrel lens that folds beyond ~56 deg: it sees past the pinhole's corner, and a naive
+    # projection of a point far outside the view lands inside the image
+    f = synthetic([], model=lens("plumb_bob", (-0.15, 0.0, 0.0, 0.0, 0.0)))
+    m, z = f.model, 0.775                                   # cube centres on the table
+    direction = np.array([0.8, 0.6])                        # towards the lower-right corner
+    inside, beyond, folded = (camera_point(f, *(r * direction), z) for r in (1.0, 1.25, 2.2))
+    facts = [ExpectedFact("red_cube", inside), ExpectedFact("green_cube", beyond), ExpectedFact("blue_cube", folded)]
+
+    def in_image(u, v, b=6.0):
+        return b <= u <= m.width - 1 - b and b <= v <= m.height - 1 - b
+
+    assert not in_image(*(m.fx * 1.0 * direction + [m.cx, m.cy]))          # outside the pinhole image
+    assert in_image(*opencv_forward(m, *(1.0 * direction)))                # inside the distorted one
+    assert not in_image(*opencv_forward(m, *(1.25 * direction)))
+    assert in_image(*opencv_forward(m, *(2.2 * direction)))                # the fold-back trap
+    d = by_id(PerceptionCore().process(f, facts))
+    assert set(d) == {"red_cube"} and d["red_cube"].status == STATUS_EXPECTED_NOT_SEEN
+    old = PerceptionCore().process(Frame("test", 1.0, f.rgb, f.depth, pinhole(m), f.position, f.rotation), facts)
+    assert not old.objects                                                 # ignoring D missed it
+    # the occlusion check reads the depth image at the distorted pixel
+    u, v = (int(round(float(c))) for c in opencv_forward(m, *(1.0 * direction)))
+    dep = f.depth.copy()
+    dep[v - 8:v + 9, u - 8:u + 9] = 0.3
+    assert not PerceptionCore().process(Frame("test", 1.0, f.rgb, dep, m, f.position, f.rotation), facts).objects
+    # pincushion lens: a corner point the pinhole would see is outside the distorted view
+    f = synthetic([], model=lens("plumb_bob", (0.1, 0.0, 0.0, 0.0, 0.0)))
+    corner = [ExpectedFact("red_cube", camera_point(f, 0.7, 0.52, z))]
+    assert in_image(*(f.model.fx * np.array([0.7, 0.52]) + [f.model.cx, f.model.cy]))
+    assert not in_image(*opencv_forward(f.model, 0.7, 0.52))
+    assert not PerceptionCore().process(f, corner).objects
+    old = PerceptionCore().process(Frame("test", 1.0, f.rgb, f.depth, pinhole(f.model), f.position, f.rotation),
+                                   corner)
+    assert [o.status for o in old.objects] == [STATUS_EXPECTED_NOT_SEEN]   # ignoring D: wrongly expected
 
 
 # ---------------------------------------------------------------------- bad input

@@ -42,7 +42,8 @@ class FakeCamera:
     def ready(self):
         return all(p.get_subscription_count() > 0 for p in (self.image, self.depth, self.info, self.pose))
 
-    def send(self, f, t, encoding="rgb8", depth=None, info_k=None, info_size=None, send_info=True):
+    def send(self, f, t, encoding="rgb8", depth=None, info_k=None, info_size=None, send_info=True,
+             info_distortion=None):
         from harness_nodes.common.geometry import matrix_to_quat
         m = f.model
         if send_info:
@@ -50,6 +51,8 @@ class FakeCamera:
             info.header.stamp, info.header.frame_id = stamp(t), self.frame_id
             info.width, info.height = info_size or (m.width, m.height)
             info.k = info_k or [m.fx, 0.0, m.cx, 0.0, m.fy, m.cy, 0.0, 0.0, 1.0]
+            if info_distortion is not None:               # (distortion_model, D)
+                info.distortion_model, info.d = info_distortion[0], [float(v) for v in info_distortion[1]]
             self.info.publish(info)
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp(t), "world"
@@ -114,6 +117,8 @@ def test_bad_frames_rejected_with_diagnostic_node_stays_up(start_node, ros_node)
     case(6.0, False, "do not match", depth=f.depth[:24, :32].copy())
     case(7.0, False, "intrinsics", info_k=[0.0, 0, 160, 0, 0.0, 120, 0, 0, 1])
     case(8.0, False, "do not match", info_size=(640, 480))
+    case(8.5, False, "distortion_model 'kannala_brandt' not supported",
+         info_distortion=("kannala_brandt", [0.1, 0.01, 0.0, 0.0]))
     case(1.5, False, "out of order")
     case(9.0, True)
     assert node.alive()

@@ -85,7 +85,8 @@ def test_lifecycle_without_autostart_and_controller_switch(start_node, ros_node)
     ros_node.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
                                  lambda m: forward.append(list(m.data)), RELIABLE)
     start_node("harness_nodes.router.node", "router.yaml", autostart=False)
-    spin_until(ros_node, lambda: arm.command_pub.get_subscription_count() > 0, 20)
+    # the router's writers have matched this test's readers once its (periodic) diagnostics arrive
+    assert spin_until(ros_node, lambda: arm.command_pub.get_subscription_count() > 0 and arm.diagnostics, 20)
     refused = arm.send(joint_chunk([HOME + 0.05]))
     assert refused.status == ExecutionFeedback.STATUS_REJECTED
     assert refused.failure == ExecutionFeedback.FAILURE_INACTIVE and "not active" in refused.message

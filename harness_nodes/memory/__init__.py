@@ -2,6 +2,6 @@
 verified, which of the robot's own actions may have invalidated them, and how to re-check them.
 
 Pure core (no rclpy): `facts` (types), `table` (columnar store with a spatial grid), `validity`
-(geometry and the validity rules' maths), `persistence` (SQLite WAL), `latent` (encoding cache),
-`core` (MemoryCore: the rules). `node.py` is the ROS 2 node `memory_tracker`.
+(geometry and the validity rules' maths), `persistence` (SQLite WAL: facts and latent entries),
+`latent` (encoding cache), `core` (MemoryCore: the rules). `node.py` is the ROS 2 node `memory_tracker`.
 """

@@ -11,8 +11,9 @@
   and the observation wins; an agreeing one is fused and re-verifies the fact.
 - Re-check requests for stale or uncertain facts the task depends on, cheapest first.
 - Latent cache entries are dropped when facts of their region change.
-- Every change is written to SQLite on `flush()`; a restart re-bases times and ages facts by the
-  downtime.
+- Every change is written to SQLite on `flush()` (facts and latent entries in one transaction); a
+  restart re-bases times and ages facts by the downtime, reloads the latent entries (same bounds),
+  and drops those whose region's facts were changed by anything but this core while it was down.
 """
 from __future__ import annotations
 
@@ -111,6 +112,8 @@ class MemoryCore:
         self._recent_obs: OrderedDict = OrderedDict()
         self.ee: tuple[np.ndarray, np.ndarray, float] | None = None   # position, rotation, gripper width
         self.loaded = 0
+        self.latent_loaded = 0
+        self.latent_foreign_dropped = 0           # entries dropped at load for facts changed by another writer
         if store is not None:
             self._load(now)
 
@@ -585,6 +588,23 @@ class MemoryCore:
     # ================================================================== queries
     def query(self, now: float, subject: str = "", kind: int | None = None, center=None, radius: float = 0.0,
               min_confidence: float = 0.0, include_superseded: bool = True) -> list[Fact]:
+        return self.query_page(now, subject, kind, center, radius, min_confidence, include_superseded)[0]
+
+    def query_page(self, now: float, subject: str = "", kind: int | None = None, center=None, radius: float = 0.0,
+                   min_confidence: float = 0.0, include_superseded: bool = True,
+                   limit: int | None = None) -> tuple[list[Fact], int]:
+        """`query(...)[:limit]` and the number of facts matched: Fact objects are built only for the
+        slots returned, in one vectorised pass (the confidence computed for the filter is reused)."""
+        slots, conf = self._select(now, subject, kind, center, radius, min_confidence, include_superseded)
+        total = len(slots)
+        if limit is not None and total > limit:
+            slots = slots[:max(0, int(limit))]
+            conf = None if conf is None else conf[:len(slots)]
+        return self.table.facts(slots, now, conf), total
+
+    def _select(self, now: float, subject: str, kind: int | None, center, radius: float, min_confidence: float,
+                include_superseded: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Slots matching a query, in answer order, and their confidence at `now` if it was computed."""
         t = self.table
         if subject:
             self.queried[subject] = now
@@ -601,9 +621,12 @@ class MemoryCore:
             slots = slots[t.kind[slots] == kind]
         if not include_superseded and len(slots):
             slots = slots[t.state[slots] != State.CONTRADICTED]
+        conf = None
         if min_confidence > 0 and len(slots):
-            slots = slots[t.confidence(slots, now) >= min_confidence]
-        return [t.fact(s, now) for s in slots.tolist()]
+            conf = t.confidence(slots, now)
+            keep = conf >= min_confidence
+            slots, conf = slots[keep], conf[keep]
+        return slots, conf
 
     def query_slots(self, now: float, center, radius: float, min_confidence: float = 0.0) -> np.ndarray:
         """Region query without building Fact objects (for the benchmark and markers)."""
@@ -744,11 +767,9 @@ class MemoryCore:
         self._put(Fact(fid, Kind.LATENT, f"latent/{camera}/{model}", value, tuple(map(float, center)), IDENTITY_Q,
                        ZERO_COV, 1.0, stamp, stamp, "latent_cache", camera, State.VALID, ""), now)
         # Entries the cache evicted for size lose their facts too.
-        live = {f"latent/{k}" for k in self.latent.entries}
-        for sid in [f for f in list(self.table.by_subject.get(f"latent/{camera}/{model}", ()))]:
-            rec = self.table.records[sid]
-            if rec is not None and rec.fact_id not in live:
-                self._remove(rec.fact_id)
+        evicted, self.latent.evicted = self.latent.evicted, []
+        for k in evicted:
+            self._remove(f"latent/{k}")
         return key
 
     def latent_fetch(self, camera: str, model: str, center, radius: float) -> LatentEntry | None:
@@ -761,43 +782,57 @@ class MemoryCore:
             self.dirty.clear()
             self.deleted.clear()
             self.table.dirty[:] = False
+            self.latent.written()
             return 0
         t0 = time.perf_counter()
         t = self.table
         rows = []
         slots = set(t.dirty_slots().tolist())
         slots.update(t.slot_of[f] for f in self.dirty if f in t.slot_of)
-        t.dirty[:] = False
-        for slot in slots:
-            f = t.fact(slot, now)
-            f.confidence = float(t.conf[slot])
-            rows.append((f, float(t.conf_t[slot])))
+        if slots:
+            arr = np.fromiter(slots, dtype=np.intp, count=len(slots))
+            # Stored: the confidence at conf_time (not decayed to now), so a reload decays it further.
+            rows = list(zip(t.facts(arr, now, t.conf[arr]), t.conf_t[arr].tolist()))
         deleted = list(self.deleted)
-        self.store.write(rows, deleted, now)
+        latent, latent_deleted, latent_used = self.latent.pending()
+        self.store.write(rows, deleted, now, latent, latent_deleted, latent_used)
+        t.dirty[:] = False                 # only once written: a failed write is retried by the next flush
+        self.latent.written()
         self.dirty.clear()
         self.deleted.clear()
         self.counters.flushes += 1
         self.counters.flush_seconds += time.perf_counter() - t0
-        return len(rows) + len(deleted)
+        return len(rows) + len(deleted) + len(latent) + len(latent_deleted)
 
     def _load(self, now: float) -> None:
-        """Reload facts; re-base their times so their age includes the downtime; re-mark by time."""
+        """Reload facts; re-base their times so their age includes the downtime; re-mark by time.
+        Reload latent entries; drop those whose region holds a fact changed by another writer."""
         meta = self.store.meta()
         rows = self.store.load()
+        entries, bad = self.store.load_latent()
+        self.latent.restore(entries, bad)
         clock = float(meta.get("clock", now))
         wall = float(meta.get("wall", time.time()))
         downtime = max(0.0, time.time() - wall)
         offset = now - downtime - clock
         stale_latent = []
         for fact, conf_time in rows:
-            if fact.kind == Kind.LATENT:      # encodings are not persisted: their facts go too
-                stale_latent.append(fact.fact_id)
+            if fact.kind == Kind.LATENT and fact.fact_id.removeprefix("latent/") not in self.latent.entries:
+                stale_latent.append(fact.fact_id)          # its encoding was not kept: the fact goes too
                 continue
             fact.first_seen += offset
             fact.last_verified += offset
             self.table.put(fact, self._hl(fact.kind), conf_time + offset)
-        self.loaded = len(self.table)
         self.deleted.update(stale_latent)
+        # Facts written by anything but this core since its last write (the triggers' log): the
+        # cache's rule, as if this core had made the change.
+        changes = self.store.changed_positions()
+        if len(changes):
+            n0 = len(self.latent.entries)
+            self._changed_region(np.unique(changes, axis=0))
+            self.latent_foreign_dropped = n0 - len(self.latent.entries)
+        self.loaded = len(self.table)
+        self.latent_loaded = len(self.latent.entries)
         self.downtime = downtime
         self.tick(now)
         # Rows are rewritten on the new clock, so the next restart re-bases from here.

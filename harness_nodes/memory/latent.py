@@ -2,6 +2,10 @@
 camera, model and a quantised scene region. An entry is dropped when a fact inside its region
 changes (`invalidate_points`), so a stale encoding is never served. Bounded by entries and bytes
 (least recently used dropped first). Hit and miss counts are kept for diagnostics.
+
+Pure and in memory. For persistence it records what changed since the last write (`pending()`:
+entries stored, entries dropped, recency of entries fetched) and rebuilds itself from persisted
+entries (`restore()`), checking them as `store()` checks new ones and applying the same bounds.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class LatentEntry:
     stamp: float
     shape: tuple
     data: np.ndarray          # float32, flat
+    used: int = 0             # recency: larger = used more recently (orders eviction across restarts)
 
 
 class LatentCache:
@@ -29,22 +34,32 @@ class LatentCache:
         self.resolution = float(resolution)
         self.max_entries = int(max_entries)
         self.max_bytes = int(max_bytes)
-        self.entries: OrderedDict[str, LatentEntry] = OrderedDict()
+        self.entries: OrderedDict[str, LatentEntry] = OrderedDict()   # least recently used first
         self.hits = 0
         self.misses = 0
         self.dropped = 0
         self.bytes = 0
+        self.evicted: list[str] = []      # keys evicted for size (drained by the caller)
+        self._changed: set[str] = set()   # stored or dropped since the last persisted write
+        self._touched: set[str] = set()   # fetched (recency changed) since the last persisted write
+        self._tick = 0
 
     def key(self, camera: str, model: str, center, radius: float) -> str:
         r = self.resolution
         q = [int(math.floor(float(v) / r + 0.5)) for v in center]
         return f"{camera}|{model}|{q[0]},{q[1]},{q[2]}|{int(math.floor(float(radius) / r + 0.5))}"
 
-    def store(self, camera: str, model: str, center, radius: float, stamp: float, shape, data) -> str:
+    def _use(self) -> int:
+        self._tick += 1
+        return self._tick
+
+    def _check(self, camera: str, model: str, center, radius: float, shape, data) -> tuple[tuple, np.ndarray]:
         data = np.asarray(data, dtype=np.float32).ravel()
         shape = tuple(int(s) for s in shape)
         if not camera or not model:
             raise ValueError("camera and model must be non-empty")
+        if len(center) != 3:
+            raise ValueError("region centre must have 3 coordinates")
         if not (math.isfinite(radius) and radius > 0) or not all(math.isfinite(float(v)) for v in center):
             raise ValueError("region centre must be finite and radius > 0")
         if int(np.prod(shape)) != data.size:
@@ -53,14 +68,24 @@ class LatentCache:
             raise ValueError(f"encoding of {data.nbytes} bytes exceeds the cache's {self.max_bytes}")
         if not np.all(np.isfinite(data)):
             raise ValueError("encoding has NaN or inf values")
+        return shape, data
+
+    def store(self, camera: str, model: str, center, radius: float, stamp: float, shape, data) -> str:
+        shape, data = self._check(camera, model, center, radius, shape, data)
         k = self.key(camera, model, center, radius)
         self._drop(k)
-        self.entries[k] = LatentEntry(k, camera, model, tuple(float(v) for v in center), float(radius),
-                                      float(stamp), shape, data)
-        self.bytes += data.nbytes
-        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
-            self._drop(next(iter(self.entries)))
+        self._add(LatentEntry(k, camera, model, tuple(float(v) for v in center), float(radius), float(stamp),
+                              shape, data, self._use()))
         return k
+
+    def _add(self, e: LatentEntry) -> None:
+        self.entries[e.entry_id] = e
+        self.bytes += e.data.nbytes
+        self._changed.add(e.entry_id)
+        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+            k = next(iter(self.entries))
+            self._drop(k)
+            self.evicted.append(k)
 
     def fetch(self, camera: str, model: str, center, radius: float) -> LatentEntry | None:
         k = self.key(camera, model, center, radius)
@@ -69,6 +94,8 @@ class LatentCache:
             self.misses += 1
             return None
         self.entries.move_to_end(k)
+        e.used = self._use()
+        self._touched.add(k)
         self.hits += 1
         return e
 
@@ -77,6 +104,8 @@ class LatentCache:
         if e is None:
             return False
         self.bytes -= e.data.nbytes
+        self._changed.add(k)
+        self._touched.discard(k)
         return True
 
     def invalidate_points(self, points) -> list[str]:
@@ -93,3 +122,40 @@ class LatentCache:
                 dropped.append(k)
         self.dropped += len(dropped)
         return dropped
+
+    # ------------------------------------------------------------------ persistence
+    def pending(self) -> tuple[list[LatentEntry], list[str], list[tuple[int, str]]]:
+        """What to write so the persisted entries equal these: (entries to upsert, ids to delete,
+        (recency, id) of entries only fetched). Call `written()` once it is committed."""
+        upserts = [self.entries[k] for k in self._changed if k in self.entries]
+        deleted = [k for k in self._changed if k not in self.entries]
+        used = [(self.entries[k].used, k) for k in self._touched if k in self.entries and k not in self._changed]
+        return upserts, deleted, used
+
+    def written(self) -> None:
+        self._changed.clear()
+        self._touched.clear()
+
+    def restore(self, entries: list[LatentEntry], bad_ids=()) -> list[str]:
+        """Fill an empty cache from persisted entries (any order; recency from `used`). An entry
+        that fails the checks of `store()` or whose id is not its key at this resolution is left
+        out; the bounds evict the least recently used. Left-out, evicted and `bad_ids` are pending
+        deletion. Returns the ids left out or evicted."""
+        out = [str(b) for b in bad_ids]
+        for e in sorted(entries, key=lambda e: e.used):
+            try:
+                shape, data = self._check(e.camera, e.model, e.center, e.radius, e.shape, e.data)
+                if self.key(e.camera, e.model, e.center, e.radius) != e.entry_id or not math.isfinite(e.stamp):
+                    raise ValueError("key or stamp does not match")
+            except (ValueError, TypeError):
+                out.append(e.entry_id)
+                continue
+            self._drop(e.entry_id)
+            self._add(LatentEntry(e.entry_id, e.camera, e.model, tuple(float(v) for v in e.center), float(e.radius),
+                                  float(e.stamp), shape, data, int(e.used)))
+            self._tick = max(self._tick, int(e.used))
+        out += self.evicted
+        self.evicted = []
+        self._changed = set(out) - set(self.entries)     # restored entries are already persisted
+        self._touched.clear()
+        return out

@@ -19,8 +19,9 @@ Services
   /harness/memory/latent/store  robot_harness/StoreLatent
   /harness/memory/latent/fetch  robot_harness/FetchLatent
 
-Callbacks convert and validate, then call the pure `MemoryCore`; every change is committed to
-SQLite before the callback returns (a kill -9 loses no fact). All times are the node clock
+Callbacks convert and validate, then call the pure `MemoryCore`; every change (facts and latent
+entries) is committed to SQLite before the callback returns (a kill -9 loses no fact and no stored
+encoding; the recency of fetched entries is written by the next tick). All times are the node clock
 (`use_sim_time:=true` follows /clock).
 """
 from __future__ import annotations
@@ -157,12 +158,16 @@ class MemoryTracker(Node):
                 self.get_logger().error(self.db_error)
         self.core = MemoryCore(p, self.store, self.now())
         if self.store is not None:
-            self.get_logger().info(f"memory store {self.store.path}: reloaded {self.core.loaded} fact(s), "
+            n = self.core.latent_loaded
+            self.get_logger().info(f"memory store {self.store.path}: reloaded {self.core.loaded} fact(s) and {n} "
+                                   f"latent entr{'y' if n == 1 else 'ies'} ({self.core.latent_foreign_dropped} "
+                                   f"dropped: their region's facts were changed by another writer), "
                                    f"downtime {getattr(self.core, 'downtime', 0.0):.1f} s")
 
         # state fed by callbacks
         self.joint_positions: dict[str, float] = {}
         self.camera_models: dict[str, CameraModel] = {}
+        self._camera_info_problem: dict[str, str] = {}
         self.camera_poses: dict[str, tuple] = {}
         self.depth: dict[str, tuple[float, np.ndarray]] = {}
         self.active: OrderedDict[str, list] = OrderedDict()       # chunk_id -> swept tool path
@@ -241,7 +246,18 @@ class MemoryTracker(Node):
         if len(k) != 9 or not all(math.isfinite(v) for v in k) or k[0] <= 0 or k[4] <= 0 \
                 or msg.width == 0 or msg.height == 0:
             return
-        self.camera_models[cam] = CameraModel(int(msg.width), int(msg.height), k[0], k[4], k[2], k[5])
+        try:    # lens distortion too: negative evidence must project where the camera really sees
+            model = CameraModel(int(msg.width), int(msg.height), k[0], k[4], k[2], k[5],
+                                distortion_model=msg.distortion_model, d=tuple(msg.d))
+        except ValueError as exc:
+            # No model, no negative evidence from this camera (never lower confidence on a guess).
+            self.camera_models.pop(cam, None)
+            if self._camera_info_problem.get(cam) != str(exc):      # once per problem, not per frame
+                self._camera_info_problem[cam] = str(exc)
+                self._reject(f"camera_info of '{cam}'", str(exc))
+            return
+        self._camera_info_problem.pop(cam, None)
+        self.camera_models[cam] = model
 
     def _on_depth(self, cam: str, msg: Image) -> None:
         if msg.encoding != "32FC1" or msg.width == 0 or msg.height == 0 \
@@ -332,15 +348,16 @@ class MemoryTracker(Node):
             kind = None if req.kind == QueryMemory.Request.KIND_ANY else int(req.kind)
             if kind is not None and kind not in [int(k) for k in Kind]:
                 raise InputError(f"unknown kind {req.kind}")
-            facts = self.core.query(now, req.subject, kind, center, float(req.region_radius),
-                                    float(req.min_confidence))
+            # Fact objects only for the facts answered (at most snapshot_max_facts), built vectorised.
+            facts, total = self.core.query_page(now, req.subject, kind, center, float(req.region_radius),
+                                                float(req.min_confidence), limit=self.params.snapshot_max_facts)
         except InputError as exc:
             res.success, res.message = False, str(exc)
             return res
         stamp = self.get_clock().now().to_msg()
-        res.facts = [fact_to_msg(f, stamp, self.frame) for f in facts[:self.params.snapshot_max_facts]]
+        res.facts = [fact_to_msg(f, stamp, self.frame) for f in facts]
         res.success = True
-        res.message = f"{len(facts)} fact(s)" + (" (truncated)" if len(facts) > len(res.facts) else "")
+        res.message = f"{total} fact(s)" + (" (truncated)" if total > len(res.facts) else "")
         return res
 
     def _on_assert(self, req: AssertFact.Request, res: AssertFact.Response) -> AssertFact.Response:
@@ -414,7 +431,7 @@ class MemoryTracker(Node):
         live = t.live_slots()
         # Current beliefs first, superseded (contradicted) copies last.
         live = live[np.argsort(t.state[live] == State.CONTRADICTED, kind="stable")][:limit]
-        return [t.fact(s, now) for s in live.tolist()]
+        return t.facts(live, now)
 
     def build_snapshot(self) -> MemorySnapshot:
         stamp = self.get_clock().now().to_msg()

@@ -2,13 +2,15 @@
 numpy arrays (position, confidence and the time it refers to, half-life, state, kind), the rest in
 per-slot records. Region queries visit only the grid cells the sphere's bounding box overlaps and
 filter the candidates with one vectorised distance test, so they cost O(facts nearby), not
-O(facts held). Confidence decays lazily: c(t) = c0 * 2^(-(t - t0) / half_life).
+O(facts held); each cell's slots are also kept as a numpy array, rebuilt lazily after the cell
+changes, so gathering candidates is one concatenation. Confidence decays lazily:
+c(t) = c0 * 2^(-(t - t0) / half_life). `facts()` builds the Fact objects of many slots at once
+(decay, positions, kinds and states converted in one vectorised pass each).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 
@@ -16,9 +18,11 @@ from harness_nodes.memory.facts import Fact, Kind, State
 
 _OFFSET = 1 << 20          # grid index offset (cells), keys packed into one int
 _SPAN = 1 << 21
+_KINDS = {int(k): k for k in Kind}
+_STATES = {int(s): s for s in State}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
     fact_id: str
     subject: str
@@ -52,6 +56,7 @@ class FactTable:
         self.slot_of: dict[str, int] = {}
         self.by_subject: dict[str, set[int]] = {}
         self.grid: dict[int, set[int]] = {}
+        self._cell_slots: dict[int, np.ndarray] = {}   # grid cell -> its slots as an array (lazy cache)
         self.cell_of: list[int | None] = []
         self._free: list[int] = []
         self._n = 0                        # slots in use (high-water mark)
@@ -98,12 +103,14 @@ class FactTable:
         if key == old:
             return
         if old is not None:
+            self._cell_slots.pop(old, None)
             cell = self.grid.get(old)
             if cell is not None:
                 cell.discard(slot)
                 if not cell:
                     del self.grid[old]
         if key is not None:
+            self._cell_slots.pop(key, None)
             self.grid.setdefault(key, set()).add(slot)
         self.cell_of[slot] = key
 
@@ -196,18 +203,25 @@ class FactTable:
         if cells > max(64, len(self.grid)):
             return self.in_region_brute(center, radius)
         grid = self.grid
+        arrays = self._cell_slots
         found = []
         for kz in range(lo[2], hi[2] + 1):
             bz = kz * _SPAN * _SPAN
             for ky in range(lo[1], hi[1] + 1):
                 by = bz + ky * _SPAN
                 for kx in range(lo[0], hi[0] + 1):
-                    s = grid.get(by + kx)
-                    if s:
-                        found.append(s)
+                    key = by + kx
+                    a = arrays.get(key)
+                    if a is None:
+                        s = grid.get(key)
+                        if not s:
+                            continue
+                        # Same order as iterating the set: it does not change while the array is cached.
+                        a = arrays[key] = np.fromiter(s, dtype=np.intp, count=len(s))
+                    found.append(a)
         if not found:
             return np.empty(0, dtype=np.intp)
-        cand = np.fromiter(chain.from_iterable(found), dtype=np.intp)
+        cand = found[0] if len(found) == 1 else np.concatenate(found)
         d = self.pos[cand] - (cx, cy, cz)
         return cand[np.einsum("ij,ij->i", d, d) <= radius * radius]
 
@@ -227,6 +241,26 @@ class FactTable:
                     covariance=rec.covariance, confidence=float(self.confidence(slot, now)),
                     first_seen=rec.first_seen, last_verified=rec.last_verified, source=rec.source,
                     camera=rec.camera, state=State(int(self.state[slot])), invalidated_by=rec.invalidated_by)
+
+    def facts(self, slots, now: float, confidence=None) -> list[Fact]:
+        """`[self.fact(s, now) for s in slots]`, with the numeric work done once for all slots:
+        decayed confidence (or `confidence`, already computed for these slots at `now`), positions,
+        kinds and states each converted in one vectorised pass."""
+        slots = np.asarray(slots, dtype=np.intp).reshape(-1)
+        if not len(slots):
+            return []
+        conf = self.confidence(slots, now) if confidence is None else np.asarray(confidence, dtype=float)
+        try:
+            kinds = [_KINDS[k] for k in self.kind[slots].tolist()]
+            states = [_STATES[s] for s in self.state[slots].tolist()]
+        except KeyError:          # a number outside the enums: raise as fact() does
+            return [self.fact(s, now) for s in slots.tolist()]
+        recs = self.records
+        positions = zip(*self.pos[slots].T.tolist())         # (x, y, z) tuples of Python floats
+        return [Fact(r.fact_id, k, r.subject, r.value, p, r.orientation, r.covariance, c, r.first_seen,
+                     r.last_verified, r.source, r.camera, st, r.invalidated_by)
+                for r, k, p, c, st in zip(map(recs.__getitem__, slots.tolist()), kinds, positions,
+                                          conf.tolist(), states)]
 
     def get(self, fact_id: str, now: float) -> Fact | None:
         slot = self.slot_of.get(fact_id)

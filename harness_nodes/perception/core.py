@@ -2,9 +2,11 @@
 with uncertainty, plus negative evidence for facts that should have been seen.
 
 Pipeline per frame:
-1. decode and validate (encoding, sizes, intrinsics, finite pose, share of invalid depth);
-2. back-project every valid depth pixel with the intrinsics and the camera pose to world points,
-   keep those inside the workspace box (above the table, so floor and table are background);
+1. decode and validate (encoding, sizes, intrinsics and lens distortion, finite pose, share of
+   invalid depth);
+2. back-project every valid depth pixel along its ray (undistorted: CameraInfo's plumb_bob,
+   rational_polynomial or equidistant D, see `PerceptionCore.rays`) with the camera pose to world
+   points, keep those inside the workspace box (above the table, so floor and table are background);
 3. colour segmentation in HSV: saturated pixels whose hue is within `hue_gate` of an object's
    reference hue, split into connected components per reference; depth jumps inside a colour mask
    split look-alikes that touch in the image;
@@ -15,7 +17,8 @@ Pipeline per frame:
    would cover unoccluded at that pose; identity confidence = the segment's hue likelihood
    normalised over every segment claiming the same identity, the other identities and clutter
    (a look-alike next to the target lowers both);
-5. negative evidence: a remembered object whose centre projects into this image (with a border),
+5. negative evidence: a remembered object whose centre projects into this image (through the lens
+   distortion, so "in view" is what the camera really sees; with a border),
    in range, large enough to be detected and not behind something nearer in the depth image, with
    no detection near it -> EXPECTED_NOT_SEEN.
 """
@@ -36,6 +39,7 @@ STATUS_EXPECTED_NOT_SEEN = 1
 RGB_ENCODINGS = ("rgb8", "bgr8")
 DEPTH_ENCODINGS = ("32FC1", "16UC1")   # metres, millimetres
 MAX_PIXELS = 4096 * 4096
+RAY_TABLES = 8             # camera models whose per-pixel ray tables are kept
 
 
 class FrameError(ValueError):
@@ -118,7 +122,10 @@ def _check_size(width, height, step, min_step, n, what) -> None:
         raise FrameError(f"{what} has {n} bytes, expected step*height = {step * height}")
 
 
-def camera_model_from_info(width: int, height: int, k) -> CameraModel:
+def camera_model_from_info(width: int, height: int, k, distortion_model: str = "", d=()) -> CameraModel:
+    """CameraInfo (size, K, distortion_model, D of the unrectified image) -> CameraModel, or
+    FrameError naming what is wrong. Empty or all-zero D is a pinhole camera (as the simulator and
+    rectified images publish); see CameraModel for the supported distortion models."""
     k = [float(v) for v in k]
     if len(k) != 9 or not all(math.isfinite(v) for v in k):
         raise FrameError("camera_info K not 9 finite values")
@@ -127,7 +134,15 @@ def camera_model_from_info(width: int, height: int, k) -> CameraModel:
     fx, fy, cx, cy = k[0], k[4], k[2], k[5]
     if fx <= 0 or fy <= 0 or not (-width <= cx <= 2 * width) or not (-height <= cy <= 2 * height):
         raise FrameError(f"camera_info intrinsics implausible (fx {fx}, fy {fy}, cx {cx}, cy {cy})")
-    return CameraModel(int(width), int(height), fx, fy, cx, cy)
+    try:
+        d = [float(v) for v in d]
+    except (TypeError, ValueError):
+        raise FrameError("camera_info D not numbers") from None
+    try:
+        return CameraModel(int(width), int(height), fx, fy, cx, cy, distortion_model=str(distortion_model),
+                           d=tuple(d))
+    except ValueError as exc:
+        raise FrameError(f"camera_info {exc}") from None
 
 
 def pose_from(position, quaternion) -> tuple[np.ndarray, np.ndarray]:
@@ -177,12 +192,28 @@ class PerceptionCore:
         return invalid
 
     # -- processing -----------------------------------------------------
+    def rays(self, model: CameraModel) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel undistorted ray (x/z, y/z), computed once per camera model and kept.
+
+        Why a table of every pixel (and not the undistorted centroid of a segment): the centre, the
+        top face, the yaw and the visible surface are all computed from the 3-D points of every
+        pixel of a segment (a height percentile, the top-face mean, minAreaRect), and the mean of
+        distorted pixels is not the image of the mean point, so each pixel needs its own ray.
+        Undistorting every segment pixel each frame would be the same maths done again per frame
+        (an iterative OpenCV solve per pixel); the table costs one solve per pixel per camera
+        model (~0.15 s at 640x480, when CameraInfo first arrives or changes), then a gather per frame,
+        the same as the pinhole arithmetic. Pixels OpenCV cannot invert have NaN rays (ignored)."""
+        rays = self._rays.get(model)
+        if rays is None:
+            while len(self._rays) >= RAY_TABLES:
+                del self._rays[next(iter(self._rays))]
+            rays = self._rays[model] = model.rays()
+        return rays
+
     def world_points(self, f: Frame) -> tuple[np.ndarray, np.ndarray]:
         """World coordinates (H, W, 3) of every pixel and the mask of valid, in-workspace ones."""
         p = self.p
-        rays = self._rays.get(f.model)
-        if rays is None:
-            rays = self._rays[f.model] = f.model.rays()
+        rays = self.rays(f.model)
         d = np.nan_to_num(f.depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         valid = (d > p.depth_min) & (d < p.depth_max)
         pc = np.stack([rays[0] * d, rays[1] * d, d], axis=-1)
@@ -213,7 +244,11 @@ class PerceptionCore:
             ok = dist[np.arange(len(h)), nearest] <= p.hue_gate
             d = depth[vi, ui]
             m = f.model
-            pc = np.stack([(ui - m.cx) / m.fx * d, (vi - m.cy) / m.fy * d, d], axis=1)
+            if m.distorted:
+                rx, ry = self.rays(m)
+                pc = np.stack([rx[vi, ui] * d, ry[vi, ui] * d, d], axis=1).astype(float)
+            else:      # pinhole (D empty or zero): no table needed
+                pc = np.stack([(ui - m.cx) / m.fx * d, (vi - m.cy) / m.fy * d, d], axis=1)
             w = pc @ f.rotation.T + f.position
             lo, hi = np.asarray(p.workspace_min), np.asarray(p.workspace_max)
             ok &= np.all((w >= lo) & (w <= hi), axis=1)
@@ -233,7 +268,7 @@ class PerceptionCore:
                     x1, y1 = x0 + stats[c, cv2.CC_STAT_WIDTH], y0 + stats[c, cv2.CC_STAT_HEIGHT]
                     seg = np.zeros(depth.shape, bool)
                     seg[y0:y1, x0:x1] = labels[y0:y1, x0:x1] == c
-                    segments.append(self._measure(k, seg, world, hue, depth, f))
+                    segments.append(self._measure(k, seg, world, hue, depth, f, ((x0 + x1) // 2, (y0 + y1) // 2)))
         detections = self._identities([s for s in segments if s is not None])
         if expected and p.negative_evidence:
             detections += self.negative_evidence(f, expected, detections, depth)
@@ -259,7 +294,7 @@ class PerceptionCore:
         return out
 
     def _measure(self, k: int, seg: np.ndarray, world: np.ndarray, hue: np.ndarray, depth: np.ndarray,
-                 f: Frame):
+                 f: Frame, pixel=None):
         p = self.p
         oid = self.ids[k]
         size = self.sizes[oid]
@@ -286,31 +321,58 @@ class PerceptionCore:
         z_cam = float(np.median(depth[seg]))
         expected = self.expected_pixels(centre, yaw, size, f)
         vf = float(min(1.0, n / expected)) if expected > 0 else 0.0
-        cov = self.covariance(z_cam, n, vf, size, f.model, f.rotation)
+        scale = self.pixel_scale(f.model, *pixel) if pixel is not None else None
+        cov = self.covariance(z_cam, n, vf, size, f.model, f.rotation, scale)
         return Detection(oid, oid, STATUS_SEEN, centre, yaw_quat(yaw), cov, 0.0, vf, n, h,
                          float(np.linalg.norm(centre - f.position)))
 
+    def pixel_scale(self, model: CameraModel, u: int, v: int) -> float:
+        """Ray units (x/z) per pixel around pixel (u, v): 1/fx for a pinhole camera; through a lens
+        with distortion a pixel spans more of the scene where the image is compressed (barrel, at
+        the edges) and less where it is stretched."""
+        if not model.distorted:
+            return 1.0 / model.fx
+        rx, ry = self.rays(model)
+        u = int(np.clip(u, 0, model.width - 2))
+        v = int(np.clip(v, 0, model.height - 2))
+        s = max(math.hypot(rx[v, u + 1] - rx[v, u], ry[v, u + 1] - ry[v, u]),
+                math.hypot(rx[v + 1, u] - rx[v, u], ry[v + 1, u] - ry[v, u]))
+        return float(s) if math.isfinite(s) and s > 0 else 1.0 / model.fx
+
     def expected_pixels(self, centre, yaw: float, size: float, f: Frame) -> float:
-        """Pixels a cube at `centre` would cover in this image if nothing hid it (clipped to the image)."""
-        u, v, z = project(cube_corners(centre, yaw, size), f.position, f.rotation, f.model)
+        """Pixels a cube at `centre` would cover in this image if nothing hid it (clipped to the
+        image; corners projected through the lens distortion, the hull between them straight)."""
+        m = f.model
+        pc = (cube_corners(centre, yaw, size) - f.position) @ f.rotation
+        z = pc[:, 2]
         if np.any(z <= 1e-3):
             return 0.0
+        x, y = pc[:, 0] / z, pc[:, 1] / z
+        if m.distorted:
+            # corners beyond the radius where the distortion stops being monotonic are outside the
+            # image (CameraModel checks it reaches past the corners); pulled in to that radius along
+            # their direction they still are, and have a finite projection for the clipping below
+            r = np.hypot(x, y)
+            s = np.minimum(1.0, 0.999 * m.max_radius / np.maximum(r, 1e-12))
+            x, y = x * s, y * s
+        u, v = m.to_pixels(x, y)
         hull = cv2.convexHull(np.stack([u, v], axis=1).astype(np.float32))
-        m = f.model
         clip = np.array([[-0.5, -0.5], [m.width - 0.5, -0.5], [m.width - 0.5, m.height - 0.5],
                          [-0.5, m.height - 0.5]], np.float32)
         area, _ = cv2.intersectConvexConvex(hull.reshape(-1, 2), clip)
         return float(area)
 
     def covariance(self, z: float, n: int, visible_fraction: float, size: float, model: CameraModel,
-                   rotation: np.ndarray) -> np.ndarray:
+                   rotation: np.ndarray, pixel_scale: float | None = None) -> np.ndarray:
         """Position covariance (world, m^2): depth noise a + b z^2 along the ray and pixel noise
-        across it, both averaged over min(n, max_support) pixels; calibration (per m of range),
-        shape-model and occlusion floors do not average out."""
+        across it (`pixel_scale` ray units per pixel, default 1/fx), both averaged over
+        min(n, max_support) pixels; calibration (per m of range), shape-model and occlusion floors
+        do not average out."""
         p = self.p
         n_eff = max(1, min(int(n), p.max_support))
         s_ax = (p.depth_noise_a + p.depth_noise_b * z * z) ** 2 / n_eff
-        s_lat = (z * p.pixel_noise / model.fx) ** 2 / n_eff
+        scale = 1.0 / model.fx if pixel_scale is None else pixel_scale
+        s_lat = (z * p.pixel_noise * scale) ** 2 / n_eff
         floor = p.model_sigma ** 2 + (p.calibration_sigma * z) ** 2 + ((1.0 - visible_fraction) * size / 2) ** 2
         c = np.diag([s_lat + floor, s_lat + floor, s_ax + floor])
         return rotation @ c @ rotation.T
@@ -351,7 +413,7 @@ class PerceptionCore:
                 continue
             if len(seen_pos) and np.min(np.linalg.norm(seen_pos - pos, axis=1)) <= p.detection_gate:
                 continue
-            u, v, z = project(pos[None], f.position, f.rotation, m)
+            u, v, z = project(pos[None], f.position, f.rotation, m)    # through the distortion: NaN = not imaged
             u, v, z = float(u[0]), float(v[0]), float(z[0])
             if not (z > p.min_negative_range and p.border_px <= u <= m.width - 1 - p.border_px
                     and p.border_px <= v <= m.height - 1 - p.border_px):

@@ -4,7 +4,8 @@ evidence for remembered objects, and where to move the wrist camera next.
 Subscribes (per camera in `cameras`, sensor-data QoS, newest only)
   <prefix>/<cam>/image_raw    sensor_msgs/Image rgb8|bgr8
   <prefix>/<cam>/depth        sensor_msgs/Image 32FC1 (m) | 16UC1 (mm)
-  <prefix>/<cam>/camera_info  sensor_msgs/CameraInfo
+  <prefix>/<cam>/camera_info  sensor_msgs/CameraInfo K, D: plumb_bob | rational_polynomial | equidistant,
+                                                      empty/zero D = undistorted (R, P unused: image_raw)
   <prefix>/<cam>/pose         geometry_msgs/PoseStamped, optical frame in `world_frame`
   /harness/memory             robot_harness/MemorySnapshot   expected objects (negative evidence, targets)
   /harness/memory/recheck     robot_harness/ViewpointRequest facts memory wants re-checked
@@ -228,7 +229,8 @@ class PerceptionNode(Node):
         try:
             if st.info is None:
                 raise FrameError("no camera_info received")
-            model = camera_model_from_info(st.info.width, st.info.height, st.info.k)
+            model = camera_model_from_info(st.info.width, st.info.height, st.info.k, st.info.distortion_model,
+                                           st.info.d)
             if st.info.header.frame_id and rgb.header.frame_id and st.info.header.frame_id != rgb.header.frame_id:
                 raise FrameError(f"camera_info frame '{st.info.header.frame_id}' != image frame "
                                  f"'{rgb.header.frame_id}'")

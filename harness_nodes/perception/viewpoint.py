@@ -9,8 +9,8 @@ depends on become certain again?
 * `ViewpointPlanner`: candidate wrist-camera poses on a hemisphere around the region of interest
   (several radii and elevations, 8 azimuths), each scored by the expected information gain
   E[gain] = sum over targets of P(visible) * (0.5 log det(prior) / det(posterior) - log confidence)
-  (visibility from deterministic samples of the prior: frustum, range, large enough in pixels,
-  not blocked in the elevation map), minus `cost_weight` * motion time; reachability is checked
+  (visibility from deterministic samples of the prior: frustum (through the camera's lens
+  distortion, `geometry.project`), range, large enough in pixels, not blocked in the elevation map), minus `cost_weight` * motion time; reachability is checked
   with the router's IK (`ArmKinematics.ik`) through the wrist-camera mount transform, lazily for
   the best-scoring candidates only. Fixed cameras are ranked with the same gain (cost 0).
 """
