@@ -2,7 +2,8 @@
 config/stack.yaml, run the scripted pick-and-place expert against it over ROS 2 topics, print a
 summary, and exit 0 when the cube is in the tray.
 
-    python -m harness_nodes.demo [--object red_cube] [--real-time-factor 1.0] [--gui]
+    python -m harness_nodes.demo [--object red_cube] [--robot panda|xarm6] [--stack sim|sim_perception]
+                                 [--real-time-factor 1.0] [--gui]
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--object", default="red_cube")
     parser.add_argument("--robot", default="panda")
+    parser.add_argument("--stack", default="sim", help="stack of config/stack.yaml to bring up (sim, sim_perception)")
     parser.add_argument("--real-time-factor", type=float, default=1.0)
     parser.add_argument("--gui", action="store_true")
     parser.add_argument("--timeout", type=float, default=240.0, help="wall s for the task")
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wall_start = time.monotonic()
     bringup = subprocess.Popen([
-        sys.executable, "-m", "harness_nodes.bringup.cli", "sim", "--use-sim-time",
+        sys.executable, "-m", "harness_nodes.bringup.cli", args.stack, "--use-sim-time",
         "--robot", args.robot,
         "-p", f"sim.real_time_factor:={args.real_time_factor}",
         "-p", f"sim.gui:={'true' if args.gui else 'false'}",
