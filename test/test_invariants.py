@@ -92,6 +92,7 @@ def test_logger_methods_are_called_where_they_are_named():
                     and isinstance(n.value, ast.Call) and getattr(n.value.func, "attr", None) == "get_logger"):
                 offenders.append(f"{path.relative_to(REPO)}:{n.lineno}")
             if (isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "log"
-                    and isinstance(n.func.value, ast.Call) and getattr(n.func.value.func, "attr", None) == "get_logger"):
+                    and isinstance(n.func.value, ast.Call)
+                    and getattr(n.func.value.func, "attr", None) == "get_logger"):
                 offenders.append(f"{path.relative_to(REPO)}:{n.lineno}")
     assert offenders == [], f"logger methods stored or given a variable severity: {offenders}"

@@ -10,6 +10,7 @@ import uuid
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose, PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -42,10 +43,20 @@ class Perception:
                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                             durability=DurabilityPolicy.TRANSIENT_LOCAL))
         node.create_subscription(ExecutionFeedback, "/harness/execution", self._on_fb, RELIABLE)
+        self.router_state = ""        # the router's own word on its state, from /diagnostics
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.obs_pub = node.create_publisher(SceneObservation, "/harness/observations", RELIABLE)
         self.cmd_pub = node.create_publisher(ActionChunk, "/harness/command", RELIABLE)
         self.query_cli = node.create_client(QueryMemory, "/harness/memory/query")
         self.control_cli = node.create_client(SimControl, "/sim/control")
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name == "controller_router":
+                self.router_state = status.message
+
+    def router_has_state(self) -> bool:
+        return self.router_state not in ("", "no joint state yet")
 
     def _on_gt(self, msg):
         self.gt = msg
@@ -127,6 +138,7 @@ def test_pick_invalidates_and_moved_object_is_caught(start_node, ros_node, tmp_p
     # Events are volatile: the tracker must have matched our event reader before the first look; a
     # first (periodic, latched) snapshot shows it has matched this test's readers.
     assert spin_until(ros_node, lambda: matched(w.obs_pub, w.events_sub) and w.snapshots, 30.0), memory.log()
+    assert spin_until(ros_node, w.router_has_state, 30.0), w.router_state     # the router has seen the arm
     cubes = ["red_cube", "green_cube", "blue_cube"]
     created = w.look(cubes, wait_events=3)
     assert {e.fact_id for e in created} == {f"visual/{c}" for c in cubes}

@@ -65,8 +65,8 @@ def test_end_effector_deltas_move_the_tool_from_where_it_is(robot):
     assert not isinstance(plan, Rejection), plan
     end = core.kinematics.fk(plan.arm.final)
     assert np.allclose(end.translation, start.translation + [0.04, 0.0, -0.05], atol=2e-3)
-    rz = np.array([[math.cos(math.pi / 4), -math.sin(math.pi / 4), 0], [math.sin(math.pi / 4), math.cos(math.pi / 4), 0],
-                   [0, 0, 1]])
+    c, s = math.cos(math.pi / 4), math.sin(math.pi / 4)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     assert np.allclose(end.rotation, rz @ start.rotation, atol=5e-3)
     assert any("deltas" in n for n in plan.notes)
     # A delta that leaves the workspace box, and a non-finite delta, are rejected.

@@ -60,8 +60,9 @@ class GripperDescription(_Strict):
     """The gripper's command interface. Every joint in `joint_names` is commanded with the same
     position, `position_for_width(width)`: linear between `open_position` (at max_width) and
     `closed_position` (at min_width), or interpolated in a measured `width_table`. Defaults give a
-    Panda-style parallel gripper (each finger at width / 2). `mimic_joints` (name -> multiplier of the first commanded joint) are not
-    commanded over ROS; a simulator drives them itself, as a real gripper's linkage does."""
+    Panda-style parallel gripper (each finger at width / 2). `mimic_joints` (name -> multiplier of
+    the first commanded joint) are not commanded over ROS; the linkage moves them (a simulator
+    couples them to the first commanded joint)."""
     joint_names: list[str] = Field(min_length=1)
     min_width: float = Field(ge=0.0)
     max_width: float = Field(gt=0.0, le=0.5)
