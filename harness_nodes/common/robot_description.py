@@ -5,6 +5,7 @@ start-up with the offending field named, never later in the control loop.
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -103,11 +104,13 @@ class GripperDescription(_Strict):
                                  f"cover min_width..max_width [{self.min_width}, {self.max_width}] m")
         return self
 
-    def _table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(widths, positions) of the width table, widths increasing (np.interp needs that)."""
+    @functools.cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The width table as arrays for np.interp (which needs increasing x), built once: positions
+        and widths by position, and widths and positions by width."""
         table = np.asarray(self.width_table, dtype=float)
-        order = np.argsort(table[:, 1])
-        return table[order, 1], table[order, 0]
+        by_width = table[np.argsort(table[:, 1])]
+        return table[:, 0], table[:, 1], by_width[:, 1], by_width[:, 0]
 
     @property
     def open_q(self) -> float:
@@ -125,7 +128,7 @@ class GripperDescription(_Strict):
         """Commanded joint position for a width (m), width clamped to [min_width, max_width]."""
         w = min(max(float(width), self.min_width), self.max_width)
         if self.width_table:
-            widths, positions = self._table()
+            _, _, widths, positions = self._table
             return float(np.interp(w, widths, positions))
         a = (w - self.min_width) / (self.max_width - self.min_width)
         return self.closed_q + a * (self.open_q - self.closed_q)
@@ -134,10 +137,8 @@ class GripperDescription(_Strict):
         """Width (m) for a measured joint position (inverse of position_for_width; the linear map
         extrapolates, a width table clamps to its ends)."""
         if self.width_table:
-            if self.open_position is not None:
-                raise ValueError("give either gripper.open/closed_position (linear map) or gripper.width_table")
-            table = np.asarray(self.width_table, dtype=float)
-            return float(np.interp(float(position), table[:, 0], table[:, 1]))
+            positions, widths, _, _ = self._table
+            return float(np.interp(float(position), positions, widths))
         a = (float(position) - self.closed_q) / (self.open_q - self.closed_q)
         return self.min_width + a * (self.max_width - self.min_width)
 

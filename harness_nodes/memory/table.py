@@ -250,11 +250,8 @@ class FactTable:
         if not len(slots):
             return []
         conf = self.confidence(slots, now) if confidence is None else np.asarray(confidence, dtype=float)
-        try:
-            kinds = [_KINDS[k] for k in self.kind[slots].tolist()]
-            states = [_STATES[s] for s in self.state[slots].tolist()]
-        except KeyError:          # a number outside the enums: raise as fact() does
-            return [self.fact(s, now) for s in slots.tolist()]
+        kinds = [_KINDS[k] if k in _KINDS else Kind(k) for k in self.kind[slots].tolist()]   # Kind(k) raises
+        states = [_STATES[s] if s in _STATES else State(s) for s in self.state[slots].tolist()]
         recs = self.records
         positions = zip(*self.pos[slots].T.tolist())         # (x, y, z) tuples of Python floats
         return [Fact(r.fact_id, k, r.subject, r.value, p, r.orientation, r.covariance, c, r.first_seen,
