@@ -20,9 +20,21 @@ REPO = Path(__file__).resolve().parents[1]
 _domain_counter = itertools.count()
 
 
+def _domain_range() -> tuple[int, int]:
+    """Domains this run may use: HARNESS_TEST_DOMAINS="lo-hi" (inclusive) keeps concurrent runs of
+    the suite (several checkouts on one machine) apart; default 1-200 (Fast DDS allows 0..232)."""
+    spec = os.environ.get("HARNESS_TEST_DOMAINS", "1-200")
+    lo, _, hi = spec.partition("-")
+    lo, hi = int(lo), int(hi or lo)
+    if not 0 <= lo <= hi <= 232:
+        raise ValueError(f"HARNESS_TEST_DOMAINS={spec!r}: want lo-hi within 0..232")
+    return lo, hi
+
+
 def _next_domain_id() -> int:
-    # Distinct per test in this run, spread by pid so parallel runs rarely collide (Fast DDS: 0..232).
-    return 1 + (os.getpid() * 7 + next(_domain_counter)) % 200
+    # Distinct per test in this run, spread by pid so parallel runs rarely collide.
+    lo, hi = _domain_range()
+    return lo + (os.getpid() * 7 + next(_domain_counter)) % (hi - lo + 1)
 
 
 def ros_env(domain_id: int) -> dict:
