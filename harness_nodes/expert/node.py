@@ -11,6 +11,7 @@ import json
 import sys
 import time
 import uuid
+from typing import ClassVar
 
 import numpy as np
 import rclpy
@@ -40,6 +41,8 @@ TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
 
 
 class ExpertParameters(BaseModel):
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"max_attempts", "phase_timeout", "task_timeout",
+                                                   "startup_timeout"})   # the rest is read-only
     object_id: str = Field("red_cube", min_length=1, description="cube to put in the tray")
     tray_id: str = Field("tray", min_length=1)
     max_attempts: int = Field(3, ge=1, le=10, description="pick-and-place attempts")
@@ -51,7 +54,7 @@ class ExpertParameters(BaseModel):
 class PickPlaceExpert(Node):
     def __init__(self):
         super().__init__("pick_place_expert")
-        self.params = declare_and_load(self, ExpertParameters)
+        self.params = declare_and_load(self, ExpertParameters, self._apply_parameters)
         self.plan_config = PickPlaceConfig()
         self.command_pub = self.create_publisher(ActionChunk, COMMAND_TOPIC, RELIABLE)
         self.create_subscription(ExecutionFeedback, FEEDBACK_TOPIC, self._on_feedback, RELIABLE)
@@ -60,6 +63,10 @@ class PickPlaceExpert(Node):
         self.feedback: dict[str, ExecutionFeedback] = {}
         self.commands_sent = 0
         self.last_target: np.ndarray | None = None
+
+    def _apply_parameters(self, params: ExpertParameters) -> None:
+        """A validated `ros2 param set` of ExpertParameters.DYNAMIC (timeouts, attempts): used from now on."""
+        self.params = params
 
     # -- callbacks only store
     def _on_feedback(self, msg: ExecutionFeedback) -> None:

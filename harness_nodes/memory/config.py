@@ -2,10 +2,21 @@
 declared as ROS parameters by the node, used directly by the pure core and tests)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, Field, model_validator
 
 
 class MemoryParameters(BaseModel):
+    # Changeable at run time (`ros2 param set`), applied by the node; every other field is read-only.
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({
+        "stale_threshold", "action_invalidate_radius", "action_influence_radius", "action_min_factor",
+        "contact_radius", "contact_factor", "grasp_radius", "gripper_empty_width", "gripper_open_width",
+        "release_hysteresis", "held_confidence", "placed_confidence", "negative_evidence_factor",
+        "occlusion_margin", "frustum_border_px", "require_depth_for_negative_evidence", "depth_max_age",
+        "gate_min_sigma", "default_position_sigma", "max_future", "max_age", "max_objects", "max_position",
+        "max_variance", "max_value_bytes", "max_facts", "snapshot_max_facts", "markers_max", "recheck_max",
+        "task_subjects", "dependency_window", "ee_speed", "ee_path_min_step"})
     robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml (joint states, FK)")
     world_frames: list[str] = Field(default_factory=lambda: ["world", "panda_link0"], min_length=1,
                                     description="frames accepted for observation poses (all = world)")

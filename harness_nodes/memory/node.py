@@ -143,7 +143,7 @@ def default_db_path() -> Path:
 class MemoryTracker(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
-        self.params = p = declare_and_load(self, MemoryParameters)
+        self.params = p = declare_and_load(self, MemoryParameters, self._apply_parameters)
         self.description = load_robot_description(p.robot)
         d = self.description
         self.kinematics = ArmKinematics.from_description(d)
@@ -210,6 +210,10 @@ class MemoryTracker(Node):
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _apply_parameters(self, params: MemoryParameters) -> None:
+        """A validated `ros2 param set` of MemoryParameters.DYNAMIC: node and core read it from now on."""
+        self.params = self.core.p = params
 
     # ------------------------------------------------------------------ callbacks
     def _commit(self) -> None:

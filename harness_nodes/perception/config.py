@@ -1,11 +1,20 @@
 """Parameters of the perception node (pydantic model; declared as ROS parameters by node.py)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class PerceptionParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Changeable at run time (`ros2 param set`), applied by the node; every other field is read-only.
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({
+        "hue_sigma", "hue_gate", "min_saturation", "min_value", "min_pixels", "clutter_likelihood", "depth_edge",
+        "max_invalid_depth_fraction", "depth_noise_a", "depth_noise_b", "pixel_noise", "calibration_sigma",
+        "model_sigma", "max_support", "negative_evidence", "occlusion_margin", "border_px", "min_negative_range",
+        "detection_gate", "max_pose_lag", "pose_wait", "task_subjects", "uncertain_sigma", "stale_threshold",
+        "cost_weight", "min_gain", "request_timeout", "settle_frames"})
 
     robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml (IK for viewpoints)")
     world_frame: str = Field("world", min_length=1)

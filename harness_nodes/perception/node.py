@@ -91,7 +91,7 @@ class CameraState:
 class PerceptionNode(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
-        self.params = p = declare_and_load(self, PerceptionParameters)
+        self.params = p = declare_and_load(self, PerceptionParameters, self._apply_parameters)
         self.core = PerceptionCore(p)
         self.description = load_robot_description(p.robot)
         self.arm_joints = list(self.description.arm.joint_names)
@@ -147,6 +147,12 @@ class PerceptionNode(Node):
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _apply_parameters(self, params: PerceptionParameters) -> None:
+        """A validated `ros2 param set` of PerceptionParameters.DYNAMIC: node, core and planner read it from now on."""
+        self.params = self.core.p = params
+        if self.planner is not None:
+            self.planner.p = params
 
     # ------------------------------------------------------------------ input callbacks
     def _on_image(self, cam: str, msg: Image, kind: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import ClassVar
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -29,6 +30,13 @@ from harness_nodes.router.validation import (ChunkInput, Failure, GripperCommand
 class RouterParameters(BaseModel):
     """The controller router's ROS parameters (config/router.yaml); extra fields have defaults."""
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Changeable at run time (`ros2 param set`), applied by the node; every other field is read-only.
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({
+        "velocity_scale", "acceleration_scale", "min_segment_time", "ik_max_iterations", "ik_tolerance",
+        "tracking_tolerance", "settle_time", "gripper_settle_time", "state_timeout", "gripper_tolerance",
+        "path_check_samples", "max_joint_step", "singularity_min_scale", "collision_min_scale", "path_tolerance",
+        "contact_effort_ratio", "contact_time", "grasp_min_width", "grip_effort_ratio", "command_timeout",
+        "max_stream_step", "heartbeat_timeout"})
 
     robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml")
     command_topic: str = Field("/harness/command", min_length=1)

@@ -23,6 +23,7 @@ All timing uses the node clock (`use_sim_time:=true` follows /clock).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -138,7 +139,7 @@ class ControllerRouter(LifecycleNode):
     def __init__(self):
         super().__init__(NODE_NAME)
         # Raises ParameterError (field and range named) or the description's error: main() reports it.
-        self.params = declare_and_load(self, RouterParameters)
+        self.params = declare_and_load(self, RouterParameters, self._apply_parameters)
         self.description = load_robot_description(self.params.robot)
         self.controller = self.params.controller or self.description.controllers.type
         if self.controller == "follow_joint_trajectory" and not control_msgs_available():
@@ -188,6 +189,16 @@ class ControllerRouter(LifecycleNode):
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _apply_parameters(self, params: RouterParameters) -> None:
+        """A validated `ros2 param set` of RouterParameters.DYNAMIC: used from the next plan/check on."""
+        self.params = params
+        self.guard.command_timeout, self.guard.heartbeat_timeout = params.command_timeout, params.heartbeat_timeout
+        if self.core is not None:
+            self.core.params = params
+            self.core.timing = dataclasses.replace(self.core.timing, velocity_scale=params.velocity_scale,
+                                                   acceleration_scale=params.acceleration_scale,
+                                                   min_segment_time=params.min_segment_time)
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:

@@ -24,6 +24,7 @@ import math
 import sys
 import threading
 import time
+from typing import ClassVar
 
 import rclpy
 from builtin_interfaces.msg import Time
@@ -56,6 +57,8 @@ MAX_LAG = 0.25   # wall s behind schedule before the sim gives up catching up
 
 class SimParameters(BaseModel):
     """Parameters of the `sim` node (config/sim.yaml)."""
+    # Changeable at run time (`ros2 param set`), read by the physics loop; every other field is read-only.
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset({"real_time_factor", "joint_state_rate", "ground_truth_rate"})
     robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml")
     scenario: str = Field("nominal", min_length=1, description=f"one of {list(SCENARIOS)}")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="jitters the scenario's object poses")
@@ -151,7 +154,7 @@ def trajectory_points(msg: JointTrajectory) -> list[TrajectoryPoint]:
 class SimNode(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
-        self.params = declare_and_load(self, SimParameters)
+        self.params = declare_and_load(self, SimParameters, self._apply_parameters)
         prm = self.params
         self.description = load_robot_description(prm.robot)
         self.lock = threading.RLock()
@@ -197,6 +200,10 @@ class SimNode(Node):
         self.get_logger().info(
             f"sim: robot={prm.robot} scenario={prm.scenario} seed={prm.seed} "
             f"physics={prm.physics_rate} Hz rtf={prm.real_time_factor} cameras={self.camera_names}")
+
+    def _apply_parameters(self, params: SimParameters) -> None:
+        """A validated `ros2 param set` of SimParameters.DYNAMIC: the physics loop picks it up."""
+        self.params = params
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -341,6 +348,9 @@ class SimNode(Node):
                     self.measured_rtf = (t - meas_sim) / (now - meas_wall)
                     meas_wall, meas_sim = now, t
                     self._status()
+                if self.params is not prm:   # changed by `ros2 param set`: new pace and rates from now on
+                    prm, rtf, wall0, sim0 = self.params, self.params.real_time_factor, now, t
+                    periods = {"js": 1.0 / prm.joint_state_rate, "gt": 1.0 / prm.ground_truth_rate}
                 if rtf > 0:
                     ahead = wall0 + (t - sim0) / rtf - now
                     if ahead > 0:
