@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +19,7 @@ from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
 
 from conftest import REPO, ros_env, spin_until
 from harness_nodes.common.node_main import EXIT_BAD_PARAMETER
@@ -174,6 +174,17 @@ def test_sim_parameters_are_applied_or_refused(start_node, ros_node):
     assert_refused(params, "joint_state_rate", 500.0, 100.0, "physics_rate")
     assert_refused(params, "physics_rate", 500.0, 240.0, "read-only")
     assert_refused(params, "robot", "xarm6", "panda", "read-only")
+
+    stamps: list[float] = []
+    ros_node.create_subscription(JointState, "/joint_states",
+                                 lambda m: stamps.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9), 50)
+    assert spin_until(ros_node, lambda: len(stamps) > 20, 20.0), "no /joint_states"
+    assert params.set("joint_state_rate", 20.0).successful
+    spin_until(ros_node, lambda: False, 0.3)
+    stamps.clear()
+    assert spin_until(ros_node, lambda: len(stamps) >= 11, 20.0)
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])     # per sim second
+    assert 15.0 < rate < 25.0, rate
 
     before = measured_rtf(ros_node, clock, 2.0)
     assert params.set("real_time_factor", 0.1).successful

@@ -20,12 +20,13 @@ Everything above `declare_and_load` is pure (no rclpy) and unit-tested per node 
 from __future__ import annotations
 
 import math
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from harness_nodes.common.callbacks import guarded
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -270,7 +271,9 @@ def declare_and_load(node, model: type[M], apply: Callable[[M], None] | None = N
             else:
                 param = node.declare_parameter(name, spec.default, descriptor)
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-            problems.append(f"parameter '{name}': {exc} (allowed: {spec.type_name}, {spec.constraints})")
+            hint = (" (a double needs a decimal point, e.g. 2.0)"
+                    if isinstance(exc, InvalidParameterTypeException) and spec.type_name.startswith("double") else "")
+            problems.append(f"parameter '{name}': {exc}{hint} (allowed: {spec.type_name}, {spec.constraints})")
             continue
         if param.type_ == Parameter.Type.NOT_SET:
             missing.append(name)
@@ -295,7 +298,7 @@ def _watch(node, model, loaded, apply, SetParametersResult) -> None:
         try:
             state["pending"] = check_update(state["current"], changes)
         except ParameterError as exc:
-            node.get_logger().warning(f"parameter change refused: {exc}")
+            node.get_logger().warning(f"parameter change refused: {exc}", throttle_duration_sec=1.0)
             return SetParametersResult(successful=False, reason=str(exc))
         except Exception as exc:   # noqa: BLE001 - a set request must always get an answer
             return SetParametersResult(successful=False, reason=f"cannot check the change: {exc!r}")
@@ -306,13 +309,11 @@ def _watch(node, model, loaded, apply, SetParametersResult) -> None:
         if new is None or not any(p.name in model.model_fields for p in parameters):
             return
         old, state["current"] = state["current"], new
-        changed = {n: getattr(new, n) for n in model.model_fields if getattr(new, n) != getattr(old, n)}
+        changed = {n: _short(getattr(new, n)) for n in model.model_fields if getattr(new, n) != getattr(old, n)}
         node.get_logger().info(f"parameters changed: {changed}")
         if apply is not None:
-            try:
-                apply(new)
-            except Exception as exc:   # noqa: BLE001 - never take the node down; say so loudly
-                node.get_logger().error(f"applying parameters {sorted(changed)} failed: {exc!r}")
+            apply(new)
 
     node.add_on_set_parameters_callback(on_set)
-    node.add_post_set_parameters_callback(after_set)
+    # An exception while applying is logged and counted (diagnostics), never raised into the executor.
+    node.add_post_set_parameters_callback(guarded(node, after_set, "apply_parameters"))
