@@ -239,3 +239,32 @@ def test_missing_required_parameters_are_named_with_their_file(domain_id):
     assert "robot" in proc.stderr and "scenario" in proc.stderr and "seed" not in proc.stderr.split("missing")[1]
     assert "config/sim.yaml" in proc.stderr
     assert "PydanticUndefined" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+# node module, parameter file, overrides, dynamic (name, valid value, out-of-range value), read-only name
+OTHER_NODES = {
+    "memory_tracker": ("harness_nodes.memory.node", "memory.yaml", {"persist": False},
+                       ("stale_threshold", 0.4, 1.5), "snapshot_topic"),
+    "perception": ("harness_nodes.perception.node", "perception.yaml", {},
+                   ("min_pixels", 40, 0), "cameras"),
+    "pick_place_expert": ("harness_nodes.expert.node", None, {"startup_timeout": 60.0},
+                          ("max_attempts", 2, 11), "object_id"),
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("node_name", list(OTHER_NODES))
+def test_other_nodes_apply_dynamic_and_refuse_read_only_parameters(start_node, ros_node, node_name):
+    module, params_file, overrides, (name, good, bad), read_only = OTHER_NODES[node_name]
+    process = start_node(module, params_file, **overrides)
+    params = ParameterClient(ros_node, node_name)
+    params.wait(60.0)
+    kept = params.get(read_only)
+    kept = kept if isinstance(kept, str) else list(kept)
+    assert params.describe(read_only).read_only and not params.describe(name).read_only
+    assert_refused(params, read_only, "something_else" if isinstance(kept, str) else ["x"], kept, "read-only")
+    assert params.set(name, good).successful
+    assert params.get(name) == good
+    assert_refused(params, name, bad, good, name)
+    assert_refused(params, name, "text", good, "type")
+    assert process.alive()
