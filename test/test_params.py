@@ -303,3 +303,25 @@ def test_check_update_refuses_or_returns_a_valid_model(model, data, value):
     got = getattr(new, name)
     for v in (got if isinstance(got, list) else [got]):
         assert not isinstance(v, float) or math.isfinite(v)
+
+
+def test_a_field_can_mark_itself_dynamic_and_unknown_names_are_caught():
+    from typing import ClassVar
+
+    from pydantic import Field
+
+    class Marked(BaseModel):
+        rate: float = Field(1.0, gt=0.0, le=10.0, json_schema_extra={"dynamic": True})
+        topic: str = "/x"
+
+    assert dynamic_fields(Marked) == {"rate"}
+    assert check_update(Marked(), {"rate": 2.0}).rate == 2.0
+    with pytest.raises(ParameterError, match="read-only"):
+        check_update(Marked(), {"topic": "/y"})
+
+    class Typo(BaseModel):
+        DYNAMIC: ClassVar[frozenset[str]] = frozenset({"rtae"})
+        rate: float = 1.0
+
+    with pytest.raises(TypeError, match="rtae"):
+        dynamic_fields(Typo)
