@@ -116,6 +116,13 @@ def sender(seconds: float, rate: float, priority: int = 0) -> int:
 
 
 FLOOD_RATE = 1000.0     # chunks/s of the flood sender
+
+
+def _estop_qos():
+    """How e-stop publishers should publish (README): reliable + transient-local (latched)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
 ESTOP_GOAL_MS = 10.0
 
 
@@ -211,7 +218,7 @@ def estop_latency(domain: int, trials: int, flood_seconds: float) -> dict:
                              lambda m: arm_msgs.append((time.perf_counter(), bool(m.points))), rel)
     js = node.create_publisher(JointState, "/joint_states", 10)
     cmd = node.create_publisher(ActionChunk, "/harness/command", rel)
-    estop = node.create_publisher(Bool, "/harness/estop", rel)
+    estop = node.create_publisher(Bool, "/harness/estop", _estop_qos())
     reset = node.create_client(ResetEstop, "/controller_router/reset_estop")
     state = JointState(name=list(d.all_joint_names), position=[*d.arm.home, 0.04, 0.04])
     node.create_timer(0.02, lambda: js.publish(state))
@@ -451,7 +458,7 @@ def hold_latency(domain: int) -> dict:
     node.create_subscription(JointState, "/joint_states", on_js, 50)
     stream = node.create_publisher(ActionChunk, "/harness/command_stream", rel)
     cmd = node.create_publisher(ActionChunk, "/harness/command", rel)
-    estop = node.create_publisher(Bool, "/harness/estop", rel)
+    estop = node.create_publisher(Bool, "/harness/estop", _estop_qos())
     t_end = time.monotonic() + 60
     while (stream.get_subscription_count() == 0 or not vel) and time.monotonic() < t_end:
         rclpy.spin_once(node, timeout_sec=0.05)
