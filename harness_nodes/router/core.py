@@ -515,7 +515,7 @@ class RouterCore:
         motion = (np.zeros(len(self.arm_joints)) if current is None or target is None
                   else np.asarray(target) - np.asarray(current))
         away = self._moving_away(efforts, motion)
-        return self._contact(efforts, exempt=away)
+        return self.contact(efforts, exempt=away)
 
     def progress(self, now: float) -> float:
         ex = self.execution
@@ -539,7 +539,7 @@ class RouterCore:
                 ex.contact_exempt = {n: s for n, s in ex.contact_exempt.items()
                                      if n in self._contact_joints(efforts)
                                      and math.copysign(1.0, self._contact_joints(efforts)[n]) == s}
-                contact = self._contact(efforts, exempt=ex.contact_exempt)
+                contact = self.contact(efforts, exempt=ex.contact_exempt)
                 if contact is None:
                     ex.contact_since = None
                 elif ex.contact_since is None:
@@ -648,7 +648,8 @@ class RouterCore:
         ex.gripper_start_width = self.finger_width(joint_positions)
         return [StartGripper(ex.plan.chunk_id, ex.gripper)]
 
-    def _contact(self, efforts: dict[str, float] | None, exempt=()) -> str | None:
+    def contact(self, efforts: dict[str, float] | None, exempt=()) -> str | None:
+        """The first arm joint at the contact threshold (not in `exempt`), described; None if none."""
         ratio = self.params.contact_effort_ratio
         limits = dict(zip(self.arm_joints, self.description.arm.effort_limit))
         for name, e in self._contact_joints(efforts).items():

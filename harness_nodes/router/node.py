@@ -544,7 +544,7 @@ class ControllerRouter(LifecycleNode):
         if self.core is None:
             return
         contact = self.core.stream_contact(self.joint_efforts, self._measured(), self.stream_target) \
-            if self.guard.streaming else self.core._contact(self.joint_efforts)
+            if self.guard.streaming else self.core.contact(self.joint_efforts)
         if contact is None:
             self.contact_since = None
             return
@@ -986,9 +986,13 @@ class ControllerRouter(LifecycleNode):
 def _install_shutdown_hold(node: ControllerRouter) -> None:
     """SIGINT/SIGTERM: hold the arm while the middleware is still up, then leave spin() as on
     Ctrl-C (run_node's KeyboardInterrupt path: on_exit, destroy, exit code 0)."""
+    signalled = []
+
     def on_signal(signum, _frame):
         node.shutdown_hold(f"router shutting down ({signal.Signals(signum).name})")
-        raise KeyboardInterrupt
+        if not signalled:          # a second signal while going down changes nothing
+            signalled.append(signum)
+            raise KeyboardInterrupt
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
 

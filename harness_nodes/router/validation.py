@@ -65,11 +65,12 @@ def short(text, limit: int = ECHO_LENGTH) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
-def check_strings(chunk_id: str, source: str = "", frame_id: str = "", joint_names=()) -> "Rejection | None":
+def check_strings(chunk_id: str, source: str = "", frame_id: str = "", joint_names=(),
+                  id_field: str = "chunk_id", source_field: str = "source") -> "Rejection | None":
     """Reject over-long strings (named, with their length) before anything else looks at them."""
     if len(chunk_id) > MAX_ID_LENGTH:
-        return _reject(Failure.INVALID_INPUT, f"chunk_id has {len(chunk_id)} characters, more than {MAX_ID_LENGTH}")
-    for name, value in (("source", source), ("header.frame_id", frame_id)):
+        return _reject(Failure.INVALID_INPUT, f"{id_field} has {len(chunk_id)} characters, more than {MAX_ID_LENGTH}")
+    for name, value in ((source_field, source), ("header.frame_id", frame_id)):
         if len(value) > MAX_NAME_LENGTH:
             return _reject(Failure.INVALID_INPUT, f"{name} has {len(value)} characters, more than {MAX_NAME_LENGTH}")
     if len(joint_names) > MAX_JOINT_NAMES:
@@ -280,14 +281,13 @@ def validate_viewpoint(request_id: str, camera: str, position: Sequence[float], 
     workspace box (a finite but absurd one, e.g. 1e308, is refused here, not deep in the planner)."""
     if not request_id.strip():
         return _reject(Failure.INVALID_INPUT, "request_id is empty")
-    too_long = check_strings(request_id, camera, frame_id)
+    too_long = check_strings(request_id, camera, frame_id, id_field="request_id", source_field="camera")
     if too_long is not None:
-        return Rejection(too_long.failure, too_long.reason.replace("chunk_id", "request_id")
-                         .replace("source", "camera"))
+        return too_long
     if camera != camera_name:
-        return _reject(Failure.INVALID_INPUT, f"camera '{camera}': only '{camera_name}' can be moved")
+        return _reject(Failure.INVALID_INPUT, f"camera '{short(camera)}': only '{camera_name}' can be moved")
     if frame_id not in limits.accepted_frames:
-        return _reject(Failure.INVALID_INPUT, f"header.frame_id '{frame_id}' is not the robot base frame "
+        return _reject(Failure.INVALID_INPUT, f"header.frame_id '{short(frame_id)}' is not the robot base frame "
                        f"(accepted: {limits.accepted_frames})")
     pos = np.asarray(list(position), dtype=float)
     if not np.all(np.isfinite(pos)):
