@@ -559,3 +559,26 @@ def test_hostile_input_at_every_subscriber_and_service_moves_nothing(start_node,
     fresh_diagnostics(ros_node, arm)
     assert all(abs(arm.positions[n] - before[n]) < 1e-9 for n in ARM_JOINTS)
     assert value(fresh_diagnostics(ros_node, arm), "callback_errors") == "0", proc.log()[-3000:]
+
+
+@pytest.mark.timeout(90)
+def test_stream_commands_queued_behind_planning_do_not_execute_once_stale(start_node, ros_node):
+    """The sender stops while the router is busy planning (a long chunk that fails IK at its last
+    pose): the stream commands that waited longer than command_timeout are dropped, not executed."""
+    arm, _ = router_up(start_node, ros_node, command_timeout=0.05)
+    stream = ros_node.create_publisher(ActionChunk, "/harness/command_stream", RELIABLE)
+    assert spin_until(ros_node, lambda: matched(stream), 10)
+    slow = worst_chunk()
+    last = slow.ee_poses[-1].position
+    last.x, last.y, last.z = 0.88, 0.0, 1.15          # inside the workspace box, out of reach
+    n = len(arm.arm_msgs)
+    arm.command_pub.publish(slow)
+    spin_until(ros_node, lambda: False, 0.02)
+    queued = [joint_chunk([HOME + 0.01 * (k + 1)], times=[0.05]) for k in range(3)]
+    for c in queued:
+        stream.publish(c)
+    assert spin_until(ros_node, lambda: all(arm.final(c.chunk_id) is not None for c in queued), 10)
+    assert arm.final(slow.chunk_id).failure == ExecutionFeedback.FAILURE_IK
+    assert all(arm.final(c.chunk_id).failure == ExecutionFeedback.FAILURE_STALE for c in queued), \
+        [arm.final(c.chunk_id).message for c in queued]
+    assert not [m for m in arm.arm_msgs[n:] if m.points]
