@@ -7,7 +7,8 @@ p50/p99 for both arms, and the e-stop latency (press -> hold message at the arm 
 against a joint-state publisher, no sim) idle (`estop_idle_ms`), while the worst chunk the router
 accepts (max_chunk_points end-effector poses) is being planned (`estop_during_plan_ms`, pressed a
 few ms after the chunk; `plans_leaked` counts planned trajectories that reached the arm after the
-hold) and with 1000 valid chunks/s arriving from another process (`estop_under_flood_ms`).
+hold) and with 1000 valid chunks/s arriving from another process (`estop_under_flood_ms`); the
+same three with the router and the presser at SCHED_FIFO (`estop_sched_fifo`, as on a real arm).
 Last line: one JSON object with every figure.
 
     scripts/env.sh python bench/router.py [--seconds 5]
@@ -188,10 +189,12 @@ def worst_chunk(d, kin, n: int):
     return c
 
 
-def estop_latency(domain: int, trials: int, flood_seconds: float) -> dict:
+def estop_latency(domain: int, trials: int, flood_seconds: float, priority: int = 0) -> dict:
     """Router subprocess against joint states published here; e-stop press -> hold (empty
     JointTrajectory) arriving at the arm topic, idle, during planning of the worst chunk, and
-    under a flood of valid chunks from a sender process."""
+    under a flood of valid chunks from a sender process. `priority` > 0: the router
+    (`realtime_priority`) and this process at that SCHED_FIFO priority (the flood at normal
+    scheduling), as on a real arm."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
@@ -207,8 +210,8 @@ def estop_latency(domain: int, trials: int, flood_seconds: float) -> dict:
     max_points = RouterParameters().max_chunk_points
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     router = subprocess.Popen([sys.executable, "-m", "harness_nodes.router.node", "--ros-args", "--params-file",
-                               os.path.join(REPO, "config/router.yaml")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               os.path.join(REPO, "config/router.yaml"), "-p", f"realtime_priority:={priority}"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     rclpy.init()
     node = rclpy.create_node("bench_estop")
@@ -233,6 +236,7 @@ def estop_latency(domain: int, trials: int, flood_seconds: float) -> dict:
            or node.count_publishers(d.controllers.arm_topic) == 0) and time.monotonic() < t_end:
         spin(0.05)
     spin(1.5)
+    scheduling = apply_realtime_priority(priority)
 
     def press() -> tuple[float | None, int]:
         """ms from the press to the hold arriving, and planned trajectories arriving after it."""
@@ -285,6 +289,8 @@ def estop_latency(domain: int, trials: int, flood_seconds: float) -> dict:
         except json.JSONDecodeError:
             flood_info = {}
     sender.wait(10)
+    if scheduling.applied:
+        normal_scheduling()
     node.destroy_node()
     rclpy.try_shutdown()
     router.send_signal(signal.SIGINT)
@@ -302,7 +308,7 @@ def estop_latency(domain: int, trials: int, flood_seconds: float) -> dict:
                                                                    "chunk_points": max_points},
             "estop_under_flood_ms": {**stats(flooded), "flood_chunks_per_s": round(
                 flood_info.get("sent", 0) / max(flood_info.get("seconds", 1e-9), 1e-9), 1)},
-            "goal_p99_ms": ESTOP_GOAL_MS}
+            **({"sched_fifo": scheduling.applied} if priority else {})}
 
 
 SPIN_GUARD = 3e-4   # s before a deadline the sender stops sleeping and polls the clock
@@ -564,6 +570,10 @@ def main() -> int:
     res.update(estop_latency(base + 4, args.estop_trials, flood_seconds=max(4.0, args.seconds)))
     print(f"e-stop -> hold (ms): idle {res['estop_idle_ms']}, during planning {res['estop_during_plan_ms']}, "
           f"under a {FLOOD_RATE:.0f} chunks/s flood {res['estop_under_flood_ms']}", flush=True)
+    res["estop_sched_fifo"] = estop_latency(base + 5, args.estop_trials, max(4.0, args.seconds), RT_PRIORITY)
+    print(f"e-stop -> hold (ms), router and presser at SCHED_FIFO {RT_PRIORITY}: {res['estop_sched_fifo']}",
+          flush=True)
+    res["estop_goal_p99_ms"] = ESTOP_GOAL_MS
     if args.estop_only:
         res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(res))

@@ -55,6 +55,7 @@ All chunk timing uses the node clock (`use_sim_time:=true` follows /clock).
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -112,6 +113,7 @@ COMMAND_BASE_BYTES = 16384          # header, ids, names
 COMMAND_POINT_BYTES = 1024          # per waypoint (a 7-joint point with every array filled is ~250)
 MAX_STATE_BYTES = 65536             # /joint_states
 MAX_VIEWPOINT_BYTES = 16384
+REFUSAL_PREFIX_BYTES = 4096         # bytes of a refused message kept to read its chunk_id
 COMMAND_QUEUE = 16                  # chunks waiting for the planning worker (older ones refused beyond)
 STREAM_QUEUE = 8                    # stream commands waiting (older ones dropped beyond)
 GRAPH_CHECK_PERIOD = 0.2            # s between checks for other publishers on the controller topics
@@ -282,6 +284,7 @@ class ControllerRouter(LifecycleNode):
         self._commands: deque = deque()    # (bytes, monotonic receipt)
         self._streams: deque = deque()
         self._viewpoints: deque = deque(maxlen=1)
+        self._refusals: deque = deque(maxlen=4 * COMMAND_QUEUE)   # (id prefix bytes, Rejection) to answer
         self._wake = threading.Condition()
         self._stop_worker = False
         self.worker = threading.Thread(target=self._work, name="router_planner", daemon=True)
@@ -394,40 +397,40 @@ class ControllerRouter(LifecycleNode):
             self.state_time = self.now()
             self.state_wall = time.monotonic()
 
-    def _enqueue(self, queue: deque, limit: int, item, on_drop=None) -> None:
+    def _enqueue(self, queue: deque, limit: int, item, refusal: Rejection | None = None) -> None:
+        """Queue `item` for the planner; beyond `limit` the oldest is dropped (with `refusal`, the
+        planner answers it: the executor thread never spends time on feedback for a flood)."""
         with self._wake:
             if len(queue) >= limit:
                 dropped = queue.popleft()
-                if on_drop is not None:
-                    on_drop(dropped)
+                if refusal is not None:
+                    self.dropped["queue_full"] += 1
+                    self._refusals.append((dropped[0][:REFUSAL_PREFIX_BYTES], refusal))
+                else:
+                    self.dropped["stale"] += 1
             queue.append(item)
+            self._wake.notify()
+
+    def _refuse_oversize(self, data: bytes, what: str) -> None:
+        self.dropped["oversize"] += 1
+        with self._wake:
+            self._refusals.append((data[:REFUSAL_PREFIX_BYTES], Rejection(
+                Failure.INVALID_INPUT, f"{what} of {len(data)} bytes exceeds the router's cap of "
+                f"{self.max_command_bytes} bytes (max_chunk_points {self.params.max_chunk_points})")))
             self._wake.notify()
 
     def _on_command(self, data: bytes) -> None:
         if len(data) > self.max_command_bytes:
-            self.dropped["oversize"] += 1
-            self._reject_id(peek_chunk_id(data), 0, Rejection(
-                Failure.INVALID_INPUT, f"message of {len(data)} bytes exceeds the router's cap of "
-                f"{self.max_command_bytes} bytes (max_chunk_points {self.params.max_chunk_points})"))
+            self._refuse_oversize(data, "message")
             return
-
-        def refuse(item):
-            self.dropped["queue_full"] += 1
-            self._reject_id(peek_chunk_id(item[0]), 0, Rejection(
-                Failure.BUSY, f"router command queue full ({COMMAND_QUEUE} chunks waiting): refused"))
-        self._enqueue(self._commands, COMMAND_QUEUE, (data, time.monotonic()), refuse)
+        self._enqueue(self._commands, COMMAND_QUEUE, (data, time.monotonic()), Rejection(
+            Failure.BUSY, f"router command queue full ({COMMAND_QUEUE} chunks waiting): refused"))
 
     def _on_stream(self, data: bytes) -> None:
         if len(data) > self.max_command_bytes:
-            self.dropped["oversize"] += 1
-            self._reject_id(peek_chunk_id(data), 0, Rejection(
-                Failure.INVALID_INPUT, f"stream command of {len(data)} bytes exceeds the router's cap of "
-                f"{self.max_command_bytes} bytes"))
+            self._refuse_oversize(data, "stream command")
             return
-
-        def drop(_item):
-            self.dropped["stale"] += 1
-        self._enqueue(self._streams, STREAM_QUEUE, (data, time.monotonic()), drop)
+        self._enqueue(self._streams, STREAM_QUEUE, (data, time.monotonic()))
 
     def _on_viewpoint(self, data: bytes) -> None:
         if len(data) > MAX_VIEWPOINT_BYTES:
@@ -578,14 +581,18 @@ class ControllerRouter(LifecycleNode):
         while True:
             with self._wake:
                 while not (self._stop_worker or self._commands or self._streams or self._viewpoints
-                           or self._viewpoint_due()):
+                           or self._refusals or self._viewpoint_due()):
                     self._wake.wait(timeout=0.05)
                 if self._stop_worker:
                     return
+                refusals = list(self._refusals)
+                self._refusals.clear()
                 stream = self._streams.popleft() if self._streams else None
                 command = self._commands.popleft() if stream is None and self._commands else None
                 viewpoint = self._viewpoints.popleft() if stream is None and command is None and self._viewpoints \
                     else None
+            for prefix, rejection in refusals:
+                self._reject_id(peek_chunk_id(prefix), 0, rejection)
             try:
                 if stream is not None:
                     self._process_stream(*stream)
@@ -1004,6 +1011,11 @@ def _on_start(node: ControllerRouter) -> int:
     _install_shutdown_hold(node)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     node.scheduling = apply_realtime_priority(node.params.realtime_priority)
+    if node.scheduling.applied and node.params.realtime_priority > 1:
+        # The planner stays SCHED_FIFO (never preempted by ordinary processes while it holds the
+        # interpreter lock) but one below the executor thread serving the e-stop.
+        os.sched_setscheduler(node.worker.native_id, os.SCHED_FIFO,
+                              os.sched_param(node.params.realtime_priority - 1))
     if node.params.realtime_priority and not node.scheduling.applied:
         node.get_logger().warn(node.scheduling.message)
     elif node.scheduling.applied:
