@@ -23,7 +23,9 @@ finished one gets its final feedback again, a reused chunk_id with different con
 
 Threads (safety first): commands, stream commands and viewpoint requests arrive as serialized
 bytes; the executor thread only checks their size (MAX_* bytes: a 100k-point chunk is refused
-without being deserialized) and queues them. A planning worker thread deserializes, validates,
+without being deserialized) and queues them (COMMAND_QUEUE chunks, STREAM_QUEUE stream commands;
+beyond that the oldest is dropped, a dropped chunk answered REJECTED/BUSY by the planner, so a
+flood costs the executor thread nothing but the queueing). A planning worker thread deserializes, validates,
 plans (IK, collision checks) and commits a plan under the router's lock, and only if no hold
 happened meanwhile (a plan computed while the e-stop arrives is discarded, never sent). The
 executor thread keeps serving the e-stop, heartbeat, joint states, the watchdog and the execution
