@@ -3,7 +3,12 @@ without a CPU-loading process (side by side; with the sender's own period error 
 through the router for attribution), the same under load with router, sender and receiver at
 SCHED_FIFO (the router's `realtime_priority`), stale-command -> hold and e-stop -> hold in the sim
 (hold message at the controller, and the simulated arm at rest in /joint_states), IK solve time
-p50/p99 for both arms.
+p50/p99 for both arms, and the e-stop latency (press -> hold message at the arm topic; router
+against a joint-state publisher, no sim) idle (`estop_idle_ms`), while the worst chunk the router
+accepts (max_chunk_points end-effector poses) is being planned (`estop_during_plan_ms`, pressed a
+few ms after the chunk; `plans_leaked` counts planned trajectories that reached the arm after the
+hold) and with 1000 valid chunks/s arriving from another process (`estop_under_flood_ms`); the
+same three with the router and the presser at SCHED_FIFO (`estop_sched_fifo`, as on a real arm).
 Last line: one JSON object with every figure.
 
     scripts/env.sh python bench/router.py [--seconds 5]
@@ -109,6 +114,201 @@ def sender(seconds: float, rate: float, priority: int = 0) -> int:
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
+
+
+FLOOD_RATE = 1000.0     # chunks/s of the flood sender
+
+
+def _estop_qos():
+    """How e-stop publishers should publish (README): reliable + transient-local (latched)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+ESTOP_GOAL_MS = 10.0
+
+
+def flood(seconds: float) -> int:
+    """`--flood`: valid joint chunks at FLOOD_RATE (batches every 10 ms) on the command topic, plus
+    joint states, until `seconds` pass."""
+    import rclpy
+    from builtin_interfaces.msg import Duration
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectoryPoint
+    from robot_harness.msg import ActionChunk
+    from harness_nodes.common.robot_description import load_robot_description
+    d = load_robot_description("panda")
+    rclpy.init()
+    node = rclpy.create_node("bench_flood")
+    pub = node.create_publisher(ActionChunk, "/harness/command",
+                                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    js = node.create_publisher(JointState, "/joint_states", 10)
+    state = JointState(name=list(d.all_joint_names), position=[*d.arm.home, 0.04, 0.04])
+    t_end = time.monotonic() + 20
+    while pub.get_subscription_count() == 0 and time.monotonic() < t_end:
+        time.sleep(0.05)
+    print("ready", flush=True)
+    names, home = list(d.arm.joint_names), np.array(d.arm.home)
+    batch = int(FLOOD_RATE * 0.01)
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < seconds:
+        for _ in range(batch):
+            c = ActionChunk(chunk_id=f"f{k}", space=ActionChunk.SPACE_JOINT, joint_names=names)
+            c.joint_points = [JointTrajectoryPoint(positions=[float(v) for v in home + 0.001 * (k % 5)],
+                                                   time_from_start=Duration(sec=1))]
+            pub.publish(c)
+            k += 1
+        js.publish(state)
+        time.sleep(max(0.0, start + 0.01 * (k // batch) - time.monotonic()))
+    print(json.dumps({"sent": k, "seconds": round(time.monotonic() - start, 3)}), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def worst_chunk(d, kin, n: int):
+    """max_chunk_points end-effector poses on a small circle around the tool at home: the heaviest
+    chunk the router accepts (IK, workspace, collision and proximity checks on every segment)."""
+    from builtin_interfaces.msg import Duration
+    from geometry_msgs.msg import Pose
+    from harness_nodes.router.kinematics import matrix_to_quat_xyzw
+    from robot_harness.msg import ActionChunk
+    home = kin.fk(np.array(d.arm.home))
+    quat = matrix_to_quat_xyzw(home.rotation)
+    c = ActionChunk(chunk_id=f"worst{time.perf_counter_ns()}", space=ActionChunk.SPACE_END_EFFECTOR)
+    c.header.frame_id = d.base_frame
+    for i, a in enumerate(np.linspace(0.0, 2 * np.pi, n)):
+        p = home.translation + 0.04 * np.array([np.sin(a), np.cos(a) - 1.0, 0.0])
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
+        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in quat)
+        c.ee_poses.append(pose)
+        t = 0.1 * (i + 1)
+        c.ee_times.append(Duration(sec=int(t), nanosec=int(round((t - int(t)) * 1e9))))
+    return c
+
+
+def estop_latency(domain: int, trials: int, flood_seconds: float, priority: int = 0) -> dict:
+    """Router subprocess against joint states published here; e-stop press -> hold (empty
+    JointTrajectory) arriving at the arm topic, idle, during planning of the worst chunk, and
+    under a flood of valid chunks from a sender process. `priority` > 0: the router
+    (`realtime_priority`) and this process at that SCHED_FIFO priority (the flood at normal
+    scheduling), as on a real arm."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool
+    from trajectory_msgs.msg import JointTrajectory
+    from robot_harness.msg import ActionChunk
+    from robot_harness.srv import ResetEstop
+    from harness_nodes.common.robot_description import load_robot_description
+    from harness_nodes.router.core import RouterParameters
+    from harness_nodes.router.kinematics import ArmKinematics
+    d = load_robot_description("panda")
+    kin = ArmKinematics.from_description(d)
+    max_points = RouterParameters().max_chunk_points
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+    router = subprocess.Popen([sys.executable, "-m", "harness_nodes.router.node", "--ros-args", "--params-file",
+                               os.path.join(REPO, "config/router.yaml"), "-p", f"realtime_priority:={priority}"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    rclpy.init()
+    node = rclpy.create_node("bench_estop")
+    rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    arm_msgs = []   # (arrival, has points)
+    node.create_subscription(JointTrajectory, d.controllers.arm_topic,
+                             lambda m: arm_msgs.append((time.perf_counter(), bool(m.points))), rel)
+    js = node.create_publisher(JointState, "/joint_states", 10)
+    cmd = node.create_publisher(ActionChunk, "/harness/command", rel)
+    estop = node.create_publisher(Bool, "/harness/estop", _estop_qos())
+    reset = node.create_client(ResetEstop, "/controller_router/reset_estop")
+    state = JointState(name=list(d.all_joint_names), position=[*d.arm.home, 0.04, 0.04])
+    node.create_timer(0.02, lambda: js.publish(state))
+
+    def spin(seconds):
+        t = time.monotonic() + seconds
+        while time.monotonic() < t:
+            rclpy.spin_once(node, timeout_sec=0.001)
+
+    t_end = time.monotonic() + 60
+    while (cmd.get_subscription_count() == 0 or estop.get_subscription_count() == 0
+           or node.count_publishers(d.controllers.arm_topic) == 0) and time.monotonic() < t_end:
+        spin(0.05)
+    spin(1.5)
+    scheduling = apply_realtime_priority(priority)
+
+    def press() -> tuple[float | None, int]:
+        """ms from the press to the hold arriving, and planned trajectories arriving after it."""
+        n = len(arm_msgs)
+        t0 = time.perf_counter()
+        estop.publish(Bool(data=True))
+        t_wait = time.monotonic() + 2
+        hold = None
+        while time.monotonic() < t_wait and hold is None:
+            rclpy.spin_once(node, timeout_sec=0.0005)
+            hold = next((t for t, pts in arm_msgs[n:] if not pts), None)
+        spin(0.3)
+        leaked = sum(1 for t, pts in arm_msgs[n:] if pts and hold is not None and t > hold)
+        estop.publish(Bool(data=False))
+        spin(0.05)
+        f = reset.call_async(ResetEstop.Request())
+        t_wait = time.monotonic() + 5
+        while not f.done() and time.monotonic() < t_wait:
+            rclpy.spin_once(node, timeout_sec=0.01)
+        return (None if hold is None else (hold - t0) * 1000), leaked
+
+    idle, plan, leaked = [], [], 0
+    for _ in range(trials):
+        ms, _n = press()
+        if ms is not None:
+            idle.append(ms)
+        spin(0.1)
+    for _ in range(trials):
+        cmd.publish(worst_chunk(d, kin, max_points))
+        spin(0.005)
+        ms, n_leaked = press()
+        leaked += n_leaked
+        if ms is not None:
+            plan.append(ms)
+        spin(0.2)
+    sender = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood", str(flood_seconds)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    flooded = []
+    flood_info = {}
+    if sender.stdout.readline().strip() == "ready":
+        t_flood_end = time.monotonic() + flood_seconds - 0.5
+        spin(0.5)
+        while time.monotonic() < t_flood_end:
+            ms, _n = press()
+            if ms is not None:
+                flooded.append(ms)
+            spin(0.1)
+        try:
+            flood_info = json.loads(sender.stdout.readline() or "{}")
+        except json.JSONDecodeError:
+            flood_info = {}
+    sender.wait(10)
+    if scheduling.applied:
+        normal_scheduling()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    router.send_signal(signal.SIGINT)
+    try:
+        router.wait(10)
+    except subprocess.TimeoutExpired:
+        router.kill()
+
+    def stats(xs):
+        if not xs:
+            return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "trials": 0}
+        return {"p50": round(float(np.percentile(xs, 50)), 2), "p99": round(float(np.percentile(xs, 99)), 2),
+                "max": round(float(max(xs)), 2), "trials": len(xs)}
+    return {"estop_idle_ms": stats(idle), "estop_during_plan_ms": {**stats(plan), "plans_leaked": leaked,
+                                                                   "chunk_points": max_points},
+            "estop_under_flood_ms": {**stats(flooded), "flood_chunks_per_s": round(
+                flood_info.get("sent", 0) / max(flood_info.get("seconds", 1e-9), 1e-9), 1)},
+            **({"sched_fifo": scheduling.applied} if priority else {})}
 
 
 SPIN_GUARD = 3e-4   # s before a deadline the sender stops sleeping and polls the clock
@@ -264,7 +464,7 @@ def hold_latency(domain: int) -> dict:
     node.create_subscription(JointState, "/joint_states", on_js, 50)
     stream = node.create_publisher(ActionChunk, "/harness/command_stream", rel)
     cmd = node.create_publisher(ActionChunk, "/harness/command", rel)
-    estop = node.create_publisher(Bool, "/harness/estop", rel)
+    estop = node.create_publisher(Bool, "/harness/estop", _estop_qos())
     t_end = time.monotonic() + 60
     while (stream.get_subscription_count() == 0 or not vel) and time.monotonic() < t_end:
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -356,11 +556,28 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--sender", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--sender-priority", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--flood", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--estop-trials", type=int, default=20)
+    ap.add_argument("--estop-only", action="store_true", help="only the e-stop latency figures")
     args = ap.parse_args()
     if args.sender is not None:
         return sender(args.sender, RATE, args.sender_priority)
+    if args.flood is not None:
+        return flood(args.flood)
     base = 90 + os.getpid() % 50
-    res = {"command": f"scripts/env.sh python bench/router.py --seconds {args.seconds}"}
+    res = {"command": f"scripts/env.sh python bench/router.py --seconds {args.seconds}"
+                      + (" --estop-only" if args.estop_only else "")}
+    res.update(estop_latency(base + 4, args.estop_trials, flood_seconds=max(4.0, args.seconds)))
+    print(f"e-stop -> hold (ms): idle {res['estop_idle_ms']}, during planning {res['estop_during_plan_ms']}, "
+          f"under a {FLOOD_RATE:.0f} chunks/s flood {res['estop_under_flood_ms']}", flush=True)
+    res["estop_sched_fifo"] = estop_latency(base + 5, args.estop_trials, max(4.0, args.seconds), RT_PRIORITY)
+    print(f"e-stop -> hold (ms), router and presser at SCHED_FIFO {RT_PRIORITY}: {res['estop_sched_fifo']}",
+          flush=True)
+    res["estop_goal_p99_ms"] = ESTOP_GOAL_MS
+    if args.estop_only:
+        res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        print(json.dumps(res))
+        return 0
     for robot in ("panda", "xarm6"):
         res[f"ik_{robot}"] = ik_times(robot)
         print(f"IK {robot}: {res[f'ik_{robot}']}", flush=True)

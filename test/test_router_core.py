@@ -308,12 +308,16 @@ def test_busy_and_duplicate(core_factory):
     state = home_state()
     plan = core.submit(joint_chunk([HOME + 0.05], chunk_id="a"), state)
     core.start(plan, 0.0)
-    assert isinstance(core.submit(joint_chunk([HOME], chunk_id="a"), state), Duplicate)
+    assert isinstance(core.submit(joint_chunk([HOME + 0.05], chunk_id="a"), state), Duplicate)
+    reused = core.submit(joint_chunk([HOME], chunk_id="a"), state)   # same id, other content
+    assert isinstance(reused, Rejection) and reused.failure == Failure.INVALID_INPUT and "reused" in reused.reason
     busy = core.submit(joint_chunk([HOME], chunk_id="b"), state)
     assert isinstance(busy, Rejection) and busy.failure == Failure.BUSY
     run_monitor(core, plan, state)
-    again = core.submit(joint_chunk([HOME], chunk_id="a"), state)
+    again = core.submit(joint_chunk([HOME + 0.05], chunk_id="a"), state)
     assert isinstance(again, Duplicate) and again.finished is not None and again.finished.succeeded
+    reused = core.submit(joint_chunk([HOME], chunk_id="a"), state)
+    assert isinstance(reused, Rejection) and "reused" in reused.reason
 
 
 # ---------------------------------------------------------------- property: malformed chunks never plan
@@ -409,3 +413,88 @@ def test_router_yaml_lists_every_parameter_with_its_default():
         key = line.strip().split(":")[0]
         if key in fields and key not in ("robot",):
             assert "#" in line, f"router.yaml: '{key}' has no comment"
+
+
+# ---------------------------------------------------------------- issue 8: outcomes, contact, strings, viewpoints
+def run_tracking(core, plan, state, dt=0.02, horizon=20.0):
+    """The monitor against an arm that follows the planned trajectory exactly."""
+    core.start(plan, 0.0)
+    t = 0.0
+    while core.busy and t < horizon:
+        t += dt
+        state.update(zip(ARM.joint_names, plan.arm.sample(min(t, plan.arm.duration))))
+        for e in core.update(t, state, t):
+            if isinstance(e, Finished):
+                return e
+    return None
+
+
+def test_clamped_step_finishes_failed_clamped_with_both_targets(core_factory):
+    core = core_factory()
+    state = home_state()
+    asked = HOME + np.array([2.0, 0, 0, 0, 0, 0, 0])
+    plan = core.submit(joint_chunk([asked], times=[3.0]), state)
+    assert isinstance(plan, Plan)
+    final = run_tracking(core, plan, state)
+    assert not final.succeeded and final.failure == Failure.CLAMPED and "clamped" in final.message
+    assert final.requested_target[0] == pytest.approx(asked[0])
+    assert final.executed_target[0] == pytest.approx(HOME[0] + core.params.max_joint_step)
+
+
+def test_margin_clamp_within_tracking_tolerance_still_succeeds(core_factory):
+    core = core_factory()
+    state = home_state()
+    state[ARM.joint_names[0]] = ARM.position_upper[0] - 0.2
+    target = np.array([state[n] for n in ARM.joint_names])
+    target[0] = ARM.position_upper[0] - 0.005         # in the 0.02 rad margin band: clamped by 0.015
+    plan = core.submit(joint_chunk([target]), state)
+    final = run_tracking(core, plan, state)
+    assert final.succeeded and final.failure == Failure.NONE and plan.clamps == 1
+
+
+def test_contact_present_at_start_fails_only_chunks_pushing_into_it(core_factory):
+    core = core_factory()
+    state = home_state()
+    limit = ARM.effort_limit[1]
+    efforts = {n: 0.0 for n in ARM.joint_names}
+    efforts[ARM.joint_names[1]] = 0.99 * limit          # pushing joint2 in +
+    away = core.submit(joint_chunk([HOME - np.array([0, 0.2, 0, 0, 0, 0, 0])], chunk_id="away"), state)
+    core.start(away, 0.0, efforts)
+    events = [e for t in np.arange(0.02, 0.6, 0.02) for e in core.update(t, state, t, efforts)]
+    assert core.busy and not [e for e in events if isinstance(e, Finished)]
+    core.hold(1.0, "test", state)
+    into = core.submit(joint_chunk([HOME + np.array([0, 0.2, 0, 0, 0, 0, 0])], chunk_id="into"), state)
+    core.start(into, 0.0, efforts)
+    events = [e for t in np.arange(0.02, 0.6, 0.02) for e in core.update(t, state, t, efforts)]
+    finished = [e for e in events if isinstance(e, Finished)]
+    assert finished and finished[0].failure == Failure.CONTACT
+    assert core.stream_contact(efforts, HOME, HOME + np.array([0, 0.1, 0, 0, 0, 0, 0])) is not None
+    assert core.stream_contact(efforts, HOME, HOME - np.array([0, 0.1, 0, 0, 0, 0, 0])) is None
+
+
+def test_strings_are_capped_and_viewpoints_validated(core_factory):
+    from harness_nodes.router.validation import MAX_ID_LENGTH, short, validate_viewpoint
+    core = core_factory()
+    long_id = validate_chunk(joint_chunk([HOME], chunk_id="x" * (MAX_ID_LENGTH + 1)), core.limits)
+    assert isinstance(long_id, Rejection) and "chunk_id has" in long_id.reason
+    long_source = validate_chunk(joint_chunk([HOME], source="s" * 10_000), core.limits)
+    assert isinstance(long_source, Rejection) and "source has 10000" in long_source.reason
+    assert len(short("y" * 5_000_000)) < 120
+    ok = validate_viewpoint("v", "wrist", (0.4, 0.0, 0.5), (0, 0, 0, 1), "", core.limits, "wrist")
+    assert not isinstance(ok, Rejection)
+    for pos, quat, field in [((math.inf, 0, 0.5), (0, 0, 0, 1), "camera_pose.position"),
+                             ((1e308, 0, 0.5), (0, 0, 0, 1), "camera_pose.position"),
+                             ((0.4, 0, 0.5), (0, 0, 0, 0), "camera_pose.orientation is a zero quaternion"),
+                             ((0.4, 0, 0.5), (0, 0, 0, 3), "camera_pose.orientation has norm 3"),
+                             ((0.4, 0, 0.5), (math.nan, 0, 0, 1), "camera_pose.orientation")]:
+        bad = validate_viewpoint("v", "wrist", pos, quat, "", core.limits, "wrist")
+        assert isinstance(bad, Rejection) and field in bad.reason, (pos, quat, bad)
+
+
+def test_stream_watchdog_runs_on_wall_time_too():
+    from harness_nodes.router.guard import Guard
+    guard = Guard(command_timeout=0.1)
+    guard.on_stream(5.0, wall=100.0)
+    assert guard.check(5.0, wall=100.05) == []
+    reasons = guard.check(5.0, wall=100.15)           # node clock frozen, wall time moved on
+    assert reasons and "stale" in reasons[0] and not guard.streaming

@@ -93,10 +93,12 @@ class FakeArm:
 
     # -- helpers
     def wait_ready(self, timeout: float = 30.0) -> None:
-        # OK and, when this arm publishes its state, past "no joint state yet": the router has seen it
+        # OK and, when this arm publishes its state, past "no joint state yet" (a WARN): the router has seen it
         ok = spin_until(self.node, lambda: self.command_pub.get_subscription_count() > 0
-                        and any(s.level == DiagnosticStatus.OK
-                                and not (self.publish_state and s.message == "no joint state yet")
+                        and any((s.level == DiagnosticStatus.OK
+                                 and not (self.publish_state and s.message == "no joint state yet"))
+                                or (not self.publish_state and s.level == DiagnosticStatus.WARN
+                                    and s.message == "no joint state yet")
                                 for s in self.diagnostics)
                         and self.node.count_publishers("/harness/execution") > 0, timeout)
         assert ok, "router not up"

@@ -5,9 +5,18 @@ Pure: no rclpy. The node converts messages into `ChunkInput` and joint-state dic
 the returned events (publish the gripper trajectory, publish the final feedback).
 
 Time is whatever clock the caller uses (the node's clock: sim or wall), in seconds.
+
+Outcomes say what was executed: a chunk whose executed final target differs from the asked one by
+more than `tracking_tolerance` (a joint step clamped to `max_joint_step`) finishes FAILED with
+Failure.CLAMPED and both targets in `Finished`. A chunk_id is an identity: reusing one (executing or
+recently finished) with different content is rejected, with the same content it is a Duplicate.
+Contact (joint effort at the limit) fails a chunk, except on joints the chunk moves away from a
+contact that was already there when it started (so "go home" still works after pressing on the
+table); `stream_contact` applies the same rule to a command stream.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
 from typing import ClassVar
@@ -113,6 +122,8 @@ class Plan:
     ik_iterations: int = 0
     ik_time: float = 0.0                  # s spent in IK
     notes: tuple[str, ...] = ()
+    requested: np.ndarray | None = None   # final arm target as asked (joint space, before clamping)
+    fingerprint: str = ""                 # content digest of the chunk (chunk_id reuse check)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,9 @@ class Finished:
     clamps: int
     held: bool = False         # stopped by a hold (e-stop, watchdog, deactivation, switch)
     stop_arm: bool = False     # the arm must be stopped now (failure detected while moving)
+    executed_target: tuple[float, ...] = ()    # final arm target sent to the controller (rad)
+    requested_target: tuple[float, ...] = ()   # final arm target as asked (rad), () if unknown
+    fingerprint: str = ""
 
 
 @dataclass
@@ -163,6 +177,7 @@ class _Execution:
     gripper_start_width: float | None = None
     widths: deque = field(default_factory=lambda: deque(maxlen=200))  # (t, width)
     contact_since: float | None = None
+    contact_exempt: dict = field(default_factory=dict)   # joint -> effort sign of a contact moved away from
     grip_since: float | None = None       # finger effort at the gripper's limit since (closing)
 
 
@@ -183,6 +198,13 @@ class Counters:
     contacts: int = 0
     tracking_failures: int = 0
     grasp_failures: int = 0
+
+
+def fingerprint(chunk: ChunkInput) -> str:
+    """Digest of everything a chunk asks for (not its attempt counter): equal digests = same request."""
+    content = dataclasses.asdict(chunk)
+    content.pop("attempt", None)
+    return hashlib.sha1(repr(sorted(content.items())).encode()).hexdigest()
 
 
 STALL_WINDOW = 0.2      # s over which an unchanged finger width counts as stopped
@@ -263,6 +285,13 @@ class RouterCore:
                state_age: float | None = None) -> Plan | Rejection | Duplicate:
         """Validate and plan a chunk against the measured state (received `state_age` s ago).
         Does not start it: on a Plan the caller publishes it and calls `start()`."""
+        digest = fingerprint(chunk)
+        earlier = (self.execution.plan.fingerprint if self.execution is not None
+                   and chunk.chunk_id == self.execution.plan.chunk_id else
+                   self.finished[chunk.chunk_id].fingerprint if chunk.chunk_id in self.finished else None)
+        if earlier is not None and earlier != digest:
+            return self._reject(Failure.INVALID_INPUT, "chunk_id reused with different content: an id names one "
+                                "request (executing or recently finished); send new content under a new chunk_id")
         if self.execution is not None and chunk.chunk_id == self.execution.plan.chunk_id:
             self.counters.duplicates += 1
             return Duplicate(chunk.chunk_id)
@@ -309,6 +338,10 @@ class RouterCore:
             targets = np.tile(current, (len(valid.times), 1))
             for k, name in enumerate(valid.joint_names):
                 targets[:, self.arm_joints.index(name)] = valid.joint_positions[:, k]
+        requested = targets[-1].copy()
+        if valid.space == Space.JOINT:   # as asked, before the margin clamp
+            for k, name in enumerate(valid.joint_names):
+                requested[self.arm_joints.index(name)] = float(chunk.joint_positions[-1][k])
         targets, step_clamps = limit_steps(current, targets, self.params.max_joint_step)
         traj = build_arm_trajectory(self.arm_joints, current, targets, valid.times, self.timing)
         path_problem = self._path_outside_workspace(traj, others)
@@ -343,7 +376,7 @@ class RouterCore:
         if slowed:
             notes += (f"{slowed} segment(s) slowed near a singularity (manipulability {w_min:.4f})",)
         return Plan(valid.chunk_id, valid.attempt, valid.source, traj, valid.gripper_command,
-                    valid.gripper_width, clamps, ik_iters, ik_time, notes)
+                    valid.gripper_width, clamps, ik_iters, ik_time, notes, requested, digest)
 
     def others(self, joint_positions: dict[str, float] | None) -> dict[str, float]:
         """Measured non-arm joints (gripper and its mimic joints) for FK and collision checks."""
@@ -453,10 +486,44 @@ class RouterCore:
         return None
 
     # ------------------------------------------------------------------ execution monitor
-    def start(self, plan: Plan, now: float) -> None:
+    def start(self, plan: Plan, now: float, efforts: dict[str, float] | None = None) -> None:
+        """Start monitoring `plan`. `efforts` at the start: a contact already present on a joint the
+        plan moves away from (against the effort) does not fail the chunk while it lasts."""
         if self.execution is not None:
             raise RuntimeError(f"chunk '{self.execution.plan.chunk_id}' is still executing")
         self.execution = _Execution(plan, now, arm_end=now + plan.arm.duration)
+        motion = plan.arm.final - plan.arm.positions[0]
+        self.execution.contact_exempt = self._moving_away(efforts, motion)
+
+    def _contact_joints(self, efforts: dict[str, float] | None) -> dict[str, float]:
+        """Joints whose |effort| is at the contact threshold -> their effort."""
+        ratio = self.params.contact_effort_ratio
+        if not efforts or ratio <= 0.0:
+            return {}
+        out = {}
+        for name, limit in zip(self.arm_joints, self.description.arm.effort_limit):
+            e = efforts.get(name)
+            if e is not None and math.isfinite(e) and abs(e) >= ratio * limit:
+                out[name] = e
+        return out
+
+    def _moving_away(self, efforts: dict[str, float] | None, motion: np.ndarray) -> dict[str, float]:
+        """Joints in contact that `motion` (arm joint deltas) moves against their effort: away from it."""
+        out = {}
+        for name, e in self._contact_joints(efforts).items():
+            d = float(motion[self.arm_joints.index(name)])
+            if d * e < 0.0:
+                out[name] = math.copysign(1.0, e)
+        return out
+
+    def stream_contact(self, efforts: dict[str, float] | None, current: np.ndarray | None,
+                       target: np.ndarray | None) -> str | None:
+        """Contact while streaming: joints at the effort threshold, except those the stream's target
+        moves away from (against the effort). None if there is none."""
+        motion = (np.zeros(len(self.arm_joints)) if current is None or target is None
+                  else np.asarray(target) - np.asarray(current))
+        away = self._moving_away(efforts, motion)
+        return self.contact(efforts, exempt=away)
 
     def progress(self, now: float) -> float:
         ex = self.execution
@@ -476,7 +543,11 @@ class RouterCore:
         events: list = []
         if ex.phase == "arm":
             if fresh:
-                contact = self._contact(efforts)
+                # a contact moved away from stays exempt while it lasts; once released it re-arms
+                ex.contact_exempt = {n: s for n, s in ex.contact_exempt.items()
+                                     if n in self._contact_joints(efforts)
+                                     and math.copysign(1.0, self._contact_joints(efforts)[n]) == s}
+                contact = self.contact(efforts, exempt=ex.contact_exempt)
                 if contact is None:
                     ex.contact_since = None
                 elif ex.contact_since is None:
@@ -585,14 +656,14 @@ class RouterCore:
         ex.gripper_start_width = self.finger_width(joint_positions)
         return [StartGripper(ex.plan.chunk_id, ex.gripper)]
 
-    def _contact(self, efforts: dict[str, float] | None) -> str | None:
+    def contact(self, efforts: dict[str, float] | None, exempt=()) -> str | None:
+        """The first arm joint at the contact threshold (not in `exempt`), described; None if none."""
         ratio = self.params.contact_effort_ratio
-        if not efforts or ratio <= 0.0:
-            return None
-        for name, limit in zip(self.arm_joints, self.description.arm.effort_limit):
-            e = efforts.get(name)
-            if e is not None and math.isfinite(e) and abs(e) >= ratio * limit:
-                return (f"unexpected contact: {name} effort {e:.1f} N m >= {ratio:.2f} x limit {limit} N m")
+        limits = dict(zip(self.arm_joints, self.description.arm.effort_limit))
+        for name, e in self._contact_joints(efforts).items():
+            if name not in exempt:
+                return (f"unexpected contact: {name} effort {e:.1f} N m >= {ratio:.2f} x limit "
+                        f"{limits[name]} N m")
         return None
 
     def hold(self, now: float, reason: str, joint_positions=None) -> Finished | None:
@@ -606,12 +677,24 @@ class RouterCore:
     def _finish(self, ex: _Execution, now: float, ok: bool, failure: Failure, message: str,
                 joint_positions, held: bool = False, stop_arm: bool = False) -> Finished:
         width = self.finger_width(joint_positions)
+        executed = ex.plan.arm.final
+        requested = ex.plan.requested
+        if ok and requested is not None:
+            gap = np.abs(executed - requested)
+            if float(np.max(gap)) > self.params.tracking_tolerance:
+                j = int(np.argmax(gap))
+                ok, failure = False, Failure.CLAMPED
+                message = (f"executed a clamped target: {self.arm_joints[j]} asked {requested[j]:.4f} rad, "
+                           f"executed {executed[j]:.4f} rad (executed_positions has every joint)"
+                           + (f"; {message}" if message else ""))
         notes = "; ".join(ex.plan.notes)
         if notes:
             message = f"{message}; {notes}" if message else notes
         result = Finished(ex.plan.chunk_id, ex.plan.attempt, ok, failure, message,
                           ex.tracking_error, math.nan if width is None else width,
-                          1.0 if ok else self.progress(now), ex.plan.clamps, held, stop_arm)
+                          1.0 if ok or failure == Failure.CLAMPED else self.progress(now), ex.plan.clamps, held,
+                          stop_arm, tuple(float(x) for x in executed),
+                          () if requested is None else tuple(float(x) for x in requested), ex.plan.fingerprint)
         if ok:
             self.counters.succeeded += 1
         else:
@@ -622,6 +705,14 @@ class RouterCore:
         while len(self._finished_order) > 64:
             self.finished.pop(self._finished_order.popleft(), None)
         return result
+
+    def fail(self, now: float, failure: Failure, reason: str, joint_positions=None) -> Finished | None:
+        """Finish the executing chunk as FAILED now and stop the arm (e.g. joint states or the clock
+        stopped: nothing can be monitored any more)."""
+        ex = self.execution
+        if ex is None:
+            return None
+        return self._finish(ex, now, False, failure, reason, joint_positions, stop_arm=True)
 
     def abort(self, now: float, reason: str, joint_positions=None) -> Finished | None:
         """Stop monitoring the executing chunk (node shutdown); reports it as failed."""

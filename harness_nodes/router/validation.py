@@ -3,6 +3,10 @@
 Pure: no rclpy. `validate_chunk(chunk, limits)` returns either a `ValidChunk` (normalized
 quaternions, joint targets clamped into the margin band, clamps counted) or a `Rejection` with the
 failure class and a human-readable reason. Nothing that fails here may ever reach the arm.
+Strings are capped (`MAX_ID_LENGTH`, `MAX_NAME_LENGTH`) so no caller can make the router echo
+megabytes into feedback, diagnostics and logs; `short()` shortens any string before it is echoed.
+`validate_viewpoint` checks a viewpoint request's camera pose the same way (fields named as in
+robot_harness/ViewpointRequest).
 """
 from __future__ import annotations
 
@@ -42,11 +46,40 @@ class Failure(IntEnum):          # mirrors ExecutionFeedback.FAILURE_*
     INACTIVE = 10
     HELD = 11
     COLLISION = 12
+    CLAMPED = 13                 # executed, but the executed target differs from the asked one
+    STALE = 14                   # stream command too old (stamp or queueing) or stamped in the future
 
 
 QUATERNION_NORM_TOLERANCE = 1e-3   # |norm - 1| accepted (then normalized); beyond: rejected
 QUATERNION_ZERO = 1e-6             # a norm below this is "zero", named as such in the reason
 LIMIT_EPSILON = 1e-9               # rad, float noise tolerated exactly at a limit
+MAX_ID_LENGTH = 128                # characters of chunk_id / request_id
+MAX_NAME_LENGTH = 64               # characters of source, frame_id, camera and each joint name
+MAX_JOINT_NAMES = 32
+ECHO_LENGTH = 80                   # characters of a caller's string echoed into feedback and logs
+
+
+def short(text, limit: int = ECHO_LENGTH) -> str:
+    """`text` as a string of at most `limit` characters (longer ones cut, with their length said)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+def check_strings(chunk_id: str, source: str = "", frame_id: str = "", joint_names=(),
+                  id_field: str = "chunk_id", source_field: str = "source") -> "Rejection | None":
+    """Reject over-long strings (named, with their length) before anything else looks at them."""
+    if len(chunk_id) > MAX_ID_LENGTH:
+        return _reject(Failure.INVALID_INPUT, f"{id_field} has {len(chunk_id)} characters, more than {MAX_ID_LENGTH}")
+    for name, value in ((source_field, source), ("header.frame_id", frame_id)):
+        if len(value) > MAX_NAME_LENGTH:
+            return _reject(Failure.INVALID_INPUT, f"{name} has {len(value)} characters, more than {MAX_NAME_LENGTH}")
+    if len(joint_names) > MAX_JOINT_NAMES:
+        return _reject(Failure.INVALID_INPUT, f"{len(joint_names)} joint_names, more than {MAX_JOINT_NAMES}")
+    for i, name in enumerate(joint_names):
+        if len(name) > MAX_NAME_LENGTH:
+            return _reject(Failure.INVALID_INPUT, f"joint_names[{i}] has {len(name)} characters, "
+                           f"more than {MAX_NAME_LENGTH}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -225,17 +258,64 @@ def outside_workspace(positions: np.ndarray, limits: ValidationLimits) -> Reject
                    f"{limits.workspace_min}..{limits.workspace_max}")
 
 
+def unit_quaternions(quat: np.ndarray, what: str) -> np.ndarray | Rejection:
+    """Rows of (x, y, z, w) normalized, or a Rejection naming the row (`what` formats with {i})
+    whose norm is zero or not within QUATERNION_NORM_TOLERANCE of 1."""
+    norms = np.linalg.norm(quat, axis=1)
+    for i, nrm in enumerate(norms):
+        if not math.isfinite(nrm):
+            return _reject(Failure.INVALID_INPUT, f"{what.format(i=i)} contains a non-finite value")
+        if nrm < QUATERNION_ZERO:
+            return _reject(Failure.INVALID_INPUT, f"{what.format(i=i)} is a zero quaternion")
+        if abs(nrm - 1.0) > QUATERNION_NORM_TOLERANCE:
+            return _reject(Failure.INVALID_INPUT, f"{what.format(i=i)} has norm {nrm:.6f}, "
+                           f"not within {QUATERNION_NORM_TOLERANCE} of 1")
+    return quat / norms[:, None]
+
+
+def validate_viewpoint(request_id: str, camera: str, position: Sequence[float], orientation: Sequence[float],
+                       frame_id: str, limits: ValidationLimits, camera_name: str
+                       ) -> tuple[np.ndarray, np.ndarray] | Rejection:
+    """A viewpoint request's camera pose -> (position (3,), unit quaternion x y z w (4,)) or a
+    Rejection naming the ViewpointRequest field at fault. The camera position must lie in the
+    workspace box (a finite but absurd one, e.g. 1e308, is refused here, not deep in the planner)."""
+    if not request_id.strip():
+        return _reject(Failure.INVALID_INPUT, "request_id is empty")
+    too_long = check_strings(request_id, camera, frame_id, id_field="request_id", source_field="camera")
+    if too_long is not None:
+        return too_long
+    if camera != camera_name:
+        return _reject(Failure.INVALID_INPUT, f"camera '{short(camera)}': only '{camera_name}' can be moved")
+    if frame_id not in limits.accepted_frames:
+        return _reject(Failure.INVALID_INPUT, f"header.frame_id '{short(frame_id)}' is not the robot base frame "
+                       f"(accepted: {limits.accepted_frames})")
+    pos = np.asarray(list(position), dtype=float)
+    if not np.all(np.isfinite(pos)):
+        return _reject(Failure.INVALID_INPUT, "camera_pose.position contains a non-finite value (NaN or inf)")
+    wmin, wmax = np.asarray(limits.workspace_min), np.asarray(limits.workspace_max)
+    if np.any((pos < wmin) | (pos > wmax)):
+        return _reject(Failure.LIMIT_VIOLATION, f"camera_pose.position {np.round(pos, 4).tolist()} m outside the "
+                       f"workspace box {limits.workspace_min}..{limits.workspace_max}")
+    quat = unit_quaternions(np.asarray([list(orientation)], dtype=float), "camera_pose.orientation")
+    if isinstance(quat, Rejection):
+        return quat
+    return pos, quat[0]
+
+
 def validate_chunk(chunk: ChunkInput, limits: ValidationLimits) -> ValidChunk | Rejection:
     """Check everything about a chunk that does not need kinematics or the robot's state."""
     if not isinstance(chunk.chunk_id, str) or not chunk.chunk_id.strip():
         return _reject(Failure.INVALID_INPUT, "chunk_id is empty")
+    too_long = check_strings(chunk.chunk_id, chunk.source, chunk.frame_id, chunk.joint_names)
+    if too_long is not None:
+        return too_long
     try:
         space = Space(int(chunk.space))
     except ValueError:
         return _reject(Failure.INVALID_INPUT, f"space {chunk.space} is not SPACE_END_EFFECTOR=0, SPACE_JOINT=1 "
                        "or SPACE_END_EFFECTOR_DELTA=2")
     if chunk.frame_id not in limits.accepted_frames:
-        return _reject(Failure.INVALID_INPUT, f"header.frame_id '{chunk.frame_id}' is not the robot base frame "
+        return _reject(Failure.INVALID_INPUT, f"header.frame_id '{short(chunk.frame_id)}' is not the robot base frame "
                        f"(accepted: {limits.accepted_frames})")
     gripper = _gripper_target(chunk, limits)
     if isinstance(gripper, Rejection):
@@ -264,14 +344,9 @@ def validate_chunk(chunk: ChunkInput, limits: ValidationLimits) -> ValidChunk | 
         times = _check_times(chunk.ee_times, "ee_times", limits)
         if isinstance(times, Rejection):
             return times
-        norms = np.linalg.norm(quat, axis=1)
-        for i, nrm in enumerate(norms):
-            if nrm < QUATERNION_ZERO:
-                return _reject(Failure.INVALID_INPUT, f"ee_poses[{i}].orientation is a zero quaternion")
-            if abs(nrm - 1.0) > QUATERNION_NORM_TOLERANCE:
-                return _reject(Failure.INVALID_INPUT, f"ee_poses[{i}].orientation has norm {nrm:.6f}, "
-                               f"not within {QUATERNION_NORM_TOLERANCE} of 1")
-        quat = quat / norms[:, None]
+        quat = unit_quaternions(quat, "ee_poses[{i}].orientation")
+        if isinstance(quat, Rejection):
+            return quat
         if space == Space.END_EFFECTOR:
             outside = outside_workspace(pos, limits)
             if outside is not None:
@@ -286,7 +361,7 @@ def validate_chunk(chunk: ChunkInput, limits: ValidationLimits) -> ValidChunk | 
         return _reject(Failure.INVALID_INPUT, "joint_names is empty")
     unknown = [n for n in names if n not in limits.joint_names]
     if unknown:
-        return _reject(Failure.INVALID_INPUT, f"unknown joint name(s) {unknown}; arm joints are {limits.joint_names}")
+        return _reject(Failure.INVALID_INPUT, f"unknown joint name(s) {[short(n) for n in unknown]}; arm joints are {limits.joint_names}")
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         return _reject(Failure.INVALID_INPUT, f"duplicated joint name(s) {dup}")
