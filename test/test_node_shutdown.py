@@ -13,8 +13,12 @@ from conftest import spin_until
 from harness_nodes.memory.persistence import SqliteStore
 
 pytestmark = pytest.mark.integration
-SIGNALS = {"SIGINT": [signal.SIGINT], "SIGINT,SIGINT": [signal.SIGINT, signal.SIGINT],
-           "SIGTERM": [signal.SIGTERM]}
+# (signal, wall s after the previous one): Ctrl-C reaches the group, launch's own SIGINT follows within
+# milliseconds, or later, while the node is already cleaning up or the interpreter finalising.
+SIGNALS = {"SIGINT": [(signal.SIGINT, 0.0)],
+           "SIGINT,SIGINT": [(signal.SIGINT, 0.0), (signal.SIGINT, 0.05)],
+           "SIGINT,late SIGINT": [(signal.SIGINT, 0.0), (signal.SIGINT, 0.4)],
+           "SIGTERM": [(signal.SIGTERM, 0.0)]}
 ESCAPED = ("Traceback", "KeyboardInterrupt", "RCLError", "context is not valid", "ExternalShutdownException")
 
 
@@ -24,12 +28,14 @@ def _up(ros_node, process, name: str, timeout: float = 40.0) -> None:
     assert process.alive(), process.log()[-3000:]
 
 
-def _signal_and_wait(process, signals: list[int], timeout: float = 20.0) -> int:
+def _signal_and_wait(process, signals: list[tuple[int, float]], timeout: float = 20.0) -> int:
     import os
-    for sig in signals:         # back to back, to the whole group (the render worker included)
-        os.killpg(process.proc.pid, sig)
-    code = process.proc.wait(timeout)
-    return code
+    import time
+    for sig, delay in signals:       # to the whole group (the render worker included), as a terminal does
+        time.sleep(delay)            # the scenario's timing between the signals, not a wait for a condition
+        if process.proc.poll() is None:
+            os.killpg(process.proc.pid, sig)
+    return process.proc.wait(timeout)
 
 
 def _assert_clean(process, code: int) -> None:
@@ -89,4 +95,4 @@ def test_perception_exits_0(start_node, ros_node, signals):
 def test_router_exits_0_on_two_sigints(start_node, ros_node):
     node = start_node("harness_nodes.router.node", "router.yaml")
     _up(ros_node, node, "controller_router")
-    _assert_clean(node, _signal_and_wait(node, SIGNALS["SIGINT,SIGINT"]))
+    _assert_clean(node, _signal_and_wait(node, SIGNALS["SIGINT,late SIGINT"]))

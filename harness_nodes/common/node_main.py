@@ -9,7 +9,9 @@ then raise KeyboardInterrupt wherever the main thread happens to be (in `destroy
 close, a worker's wait). So rclpy installs no signal handlers here: SIGINT and SIGTERM only ask
 the spin loop to stop; the loop stops, `on_exit(node)` runs with the context still valid (final
 flushes, the router's hold), the node is destroyed and the context shut down. Later signals are
-noted and ignored. The exit code is 0 unless the node could not start.
+noted and ignored, up to the end of the process (the interpreter's own finalisation would otherwise
+reset SIGINT to its default and a late signal would kill it with -2). The exit code is 0 unless the
+node could not start.
 """
 from __future__ import annotations
 
@@ -45,6 +47,11 @@ class StopRequest:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
+
+    def ignore_further(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
@@ -107,4 +114,8 @@ def run_node(name: str, factory: Callable[[], "rclpy.node.Node"], args=None,
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
+            if stop.signals:
+                stop.ignore_further()   # also while the interpreter finalises (it resets Python handlers)
+            else:
+                stop.restore()
     return code
