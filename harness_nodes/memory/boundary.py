@@ -119,13 +119,13 @@ class FactStrings(BaseModel):
     invalidated_by: str = Field("", max_length=MAX_REASON)
 
 
-def validate(model: type[BaseModel], limits: Limits | None = None, **values) -> BaseModel:
-    """`model` validated from `values`; raises BoundaryError naming each bad field (short)."""
+def validate(schema: type[BaseModel], limits: Limits | None = None, /, **values) -> BaseModel:
+    """`schema` validated from `values`; raises BoundaryError naming each bad field (short)."""
     try:
-        return model.model_validate(values, context={"limits": limits})
+        return schema.model_validate(values, context={"limits": limits})
     except ValidationError as exc:
         parts = []
         for e in exc.errors():
-            field = ".".join(str(p) for p in e["loc"]) or model.__name__
+            field = ".".join(str(p) for p in e["loc"]) or schema.__name__
             parts.append(f"{field}: {e['msg'].removeprefix('Value error, ')}")
         raise BoundaryError("; ".join(parts)[:500]) from None
