@@ -223,6 +223,9 @@ def test_memory_tracker_survives_hostile_input_at_every_subscriber_and_service(s
                "fetch": ros_node.create_client(FetchLatent, "/harness/memory/latent/fetch")}
     snapshots_seen: list = []
     ros_node.create_subscription(MemorySnapshot, "/harness/memory", snapshots_seen.append, LATCHED)
+    status: list = []
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: status.extend(
+        {v.key: v.value for v in s.values} for s in m.status if s.name == "memory_tracker" and s.values), 50)
     assert spin_until(ros_node, lambda: all(matched(p) for p in pubs.values() if p is not pubs["camera_info"]
                                             and p is not pubs["depth"]) and snapshots_seen, 40.0), node.log()[-2000:]
     # What is stored before the attack: a text fact, a visual fact, a latent entry.
@@ -287,6 +290,7 @@ def test_memory_tracker_survives_hostile_input_at_every_subscriber_and_service(s
         f"latent/{stored.entry_id}"}          # the latent entry may be dropped by a fact changed in its region
     assert after["text/task"].value == before["text/task"].value
     assert _fresh(ros_node, snapshots_seen)
+    assert spin_until(ros_node, lambda: any("callback_errors" in v for v in status), 10.0)   # counted there
     assert node.alive()
 
 
@@ -331,6 +335,9 @@ def test_sim_survives_hostile_trajectories_commands_and_control_requests(start_n
     node = start_node("harness_nodes.sim.node", "sim.yaml", camera_rate=0.0, gui=False)
     states: list = []
     truth: list = []
+    status: list = []
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: status.extend(
+        {v.key: v.value for v in s.values} for s in m.status if s.name == "sim: physics"), 50)
     ros_node.create_subscription(JointState, "/joint_states", states.append, 10)
     ros_node.create_subscription(SimGroundTruth, "/sim/ground_truth", truth.append, 10)
     made = {"arm": ros_node.create_publisher(JointTrajectory, PANDA.controllers.arm_topic, RELIABLE),
@@ -370,5 +377,6 @@ def test_sim_survives_hostile_trajectories_commands_and_control_requests(start_n
     assert _ask(ros_node, control, ok).success
     assert _fresh(ros_node, states) and _fresh(ros_node, truth)
     assert set(truth[-1].object_ids) == objects_before
+    assert spin_until(ros_node, lambda: any("callback_errors" in v for v in status), 10.0)
     assert all(np.isfinite([p.position.x, p.position.y, p.position.z]).all() for p in truth[-1].poses)
     assert node.alive()

@@ -2,8 +2,8 @@
 
 Subscribes
   /harness/observations   robot_harness/SceneObservation   perception (facts, negative evidence)
-  /joint_states           sensor_msgs/JointState           tool pose (FK) and finger width: swept
-                                                           path of each chunk, grasp and release
+  /joint_states           sensor_msgs/JointState           tool pose (FK) and gripper width: swept
+                                                           path of every motion, grasp and release
   /harness/execution      robot_harness/ExecutionFeedback  when a chunk ran (path -> invalidation)
   /harness/command        robot_harness/ActionChunk        the chunk's intended path (fallback)
   /cameras/<cam>/camera_info, /cameras/<cam>/depth         frustum and occlusion for negative evidence
