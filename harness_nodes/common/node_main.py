@@ -91,11 +91,13 @@ def run_node(name: str, factory: Callable[[], "rclpy.node.Node"], args=None,
         logger.error(f"invalid parameter: {exc}")
         print(f"{name}: invalid parameter: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
+        stop.restore()
         return EXIT_BAD_PARAMETER
     except Exception as exc:   # bad robot description, missing URDF, unusable database, ...
         logger.error(f"cannot start: {exc}")
         print(f"{name}: cannot start: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
+        stop.restore()
         return EXIT_CANNOT_START
     code = 0
     try:
