@@ -450,3 +450,26 @@ def test_measured_motion_segments_open_on_motion_and_close_at_rest():
     assert m.segments == 1 and m.update((0.3, 0.1, 0.4), 2.0) is None    # at rest again
     m.update((0.3, 0.2, 0.4), 3.0)
     assert len(m.take()) == 2 and m.poll(10.0) is None                   # a chunk took it over
+
+
+def test_boundary_models_refuse_absurd_requests_naming_the_field():
+    from harness_nodes.memory.boundary import (BoundaryError, FactStrings, LatentKey, LatentStore, Limits,
+                                               QueryRequest, validate)
+    limits = Limits.of(params())
+    ok = validate(QueryRequest, limits, subject="red", center=(0.4, 0.0, 0.0), radius=0.2, min_confidence=0.5)
+    assert ok.center == (0.4, 0.0, 0.0)
+    for values, field in (({"center": (1e308, 0.0, 0.0)}, "center"), ({"radius": 1e308}, "radius"),
+                          ({"radius": math.nan}, "radius"), ({"min_confidence": 2.0}, "min_confidence"),
+                          ({"subject": "s" * 5000}, "subject")):
+        with pytest.raises(BoundaryError, match=field):
+            validate(QueryRequest, limits, **values)
+    key = dict(camera="scene", model="enc", center=(0.0, 0.0, 0.0), radius=0.1)
+    validate(LatentKey, limits, **key)
+    with pytest.raises(BoundaryError, match="center"):
+        validate(LatentKey, limits, **{**key, "center": (0.0, -1e308, 0.0)})
+    with pytest.raises(BoundaryError, match="elements"):
+        validate(LatentStore, limits, **key, stamp=0.0, shape=[65536] * 4, length=0)
+    with pytest.raises(BoundaryError, match="elements, data has 1"):
+        validate(LatentStore, limits, **key, stamp=0.0, shape=[2, 2], length=1)
+    with pytest.raises(BoundaryError, match="source"):
+        validate(FactStrings, subject="task", source="s" * 5_000_000)
