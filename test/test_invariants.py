@@ -96,3 +96,23 @@ def test_logger_methods_are_called_where_they_are_named():
                     and getattr(n.func.value.func, "attr", None) == "get_logger"):
                 offenders.append(f"{path.relative_to(REPO)}:{n.lineno}")
     assert offenders == [], f"logger methods stored or given a variable severity: {offenders}"
+
+
+GUARDED_NODES = ["harness_nodes/memory/node.py", "harness_nodes/perception/node.py", "harness_nodes/sim/node.py",
+                 "harness_nodes/expert/node.py"]
+
+
+@pytest.mark.parametrize("rel", GUARDED_NODES)
+def test_every_callback_goes_through_the_callback_guards(rel):
+    """No input can raise out of a subscriber, service or timer: each is registered wrapped in
+    `guarded` / `guarded_service` (common/callbacks.py)."""
+    callback_index = {"create_subscription": 2, "create_service": 2, "create_timer": 1}
+    wrappers = {"create_subscription": "guarded", "create_timer": "guarded", "create_service": "guarded_service"}
+    offenders = []
+    for n in ast.walk(ast.parse((REPO / rel).read_text())):
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", None) in callback_index:
+            kind = n.func.attr
+            cb = n.args[callback_index[kind]] if len(n.args) > callback_index[kind] else None
+            if not (isinstance(cb, ast.Call) and getattr(cb.func, "id", None) == wrappers[kind]):
+                offenders.append(f"{rel}:{n.lineno} {kind}")
+    assert offenders == [], f"callbacks registered without their guard: {offenders}"

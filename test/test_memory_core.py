@@ -396,3 +396,80 @@ def test_prune_drops_superseded_and_invalid_first():
     ids = {f.fact_id for f in c.query(9.0)}
     assert len(ids) == 9 and "text/task" in ids
     assert not any("@" in i for i in ids) and "visual/o7" not in ids
+
+
+# ---------------------------------------------------------------- finite but absurd input (issue 8)
+@pytest.mark.parametrize("center,radius", [((1e308, 0.0, 0.0), 0.1), ((0.0, 0.0, 0.0), 1e308),
+                                           ((-1e308, 1e308, 0.0), 1e308), ((0.0, 0.0, 0.0), math.inf)])
+def test_region_queries_with_extreme_values_answer_instead_of_overflowing(core, center, radius):
+    slots = core.table.in_region(center, radius)
+    assert set(slots.tolist()) <= set(core.table.live_slots().tolist())
+    core.query(0.0, center=center, radius=radius)         # no OverflowError
+    core.invalidate_region(center, radius, "test", 0.0)
+
+
+@pytest.mark.parametrize("center", [(1e308, 0.0, 0.0), (0.0, -1e308, 0.0), (0.0, 0.0, 1e300)])
+def test_latent_key_out_of_range_is_an_input_error_not_an_overflow(core, center):
+    with pytest.raises(InputError, match="within"):
+        core.latent_store("scene", "enc", center, 0.1, 0.0, [1], [1.0], 0.0)
+    with pytest.raises(InputError, match="within"):
+        core.latent_fetch("scene", "enc", center, 0.1)
+    with pytest.raises(InputError):
+        core.latent_store("scene", "enc", (0.0, 0.0, 0.0), 1e308, 0.0, [1], [1.0], 0.0)
+
+
+@pytest.mark.parametrize("shape", [[65536] * 4, [2 ** 32, 2 ** 32], [0], [], [3, 0]])
+def test_latent_shape_whose_product_overflows_or_is_empty_is_refused(core, shape):
+    with pytest.raises(InputError):
+        core.latent_store("scene", "enc", (0.0, 0.0, 0.0), 0.1, 0.0, shape, [], 0.0)
+    assert not core.latent.entries
+
+
+def test_long_label_and_long_strings_of_an_asserted_fact_are_refused(core):
+    n = len(core)
+    with pytest.raises(InputError, match="label"):
+        core.ingest(scene(1.0, seen("blue", (0.4, 0.3, 0.02), label="x" * 5_000_000)), 1.0)
+    for field in ("source", "camera", "invalidated_by"):
+        f = Fact("", Kind.TEXT, "task", value='"x"', **{field: "s" * 5_000_000})
+        with pytest.raises(InputError):
+            core.assert_fact(f, 1.0)
+    assert len(core) == n
+
+
+def test_measured_motion_segments_open_on_motion_and_close_at_rest():
+    from harness_nodes.memory.core import MeasuredMotion
+    m = MeasuredMotion(min_step=0.005, settle=0.5)
+    assert m.update((0.3, 0.0, 0.4), 0.0) is None                       # rest position
+    assert m.update((0.302, 0.0, 0.4), 0.1) is None and not m.path      # below the step: no motion
+    for k in range(1, 11):
+        assert m.update((0.3, 0.01 * k, 0.4), 0.1 + 0.01 * k) is None
+    assert m.update((0.3, 0.1, 0.4), 0.3) is None                        # not yet settled
+    path = m.update((0.3, 0.1, 0.4), 0.8)
+    assert path is not None and path.shape == (11, 3)
+    assert np.allclose(path[0], (0.3, 0.0, 0.4)) and np.allclose(path[-1], (0.3, 0.1, 0.4))
+    assert m.segments == 1 and m.update((0.3, 0.1, 0.4), 2.0) is None    # at rest again
+    m.update((0.3, 0.2, 0.4), 3.0)
+    assert len(m.take()) == 2 and m.poll(10.0) is None                   # a chunk took it over
+
+
+def test_boundary_models_refuse_absurd_requests_naming_the_field():
+    from harness_nodes.memory.boundary import (BoundaryError, FactStrings, LatentKey, LatentStore, Limits,
+                                               QueryRequest, validate)
+    limits = Limits.of(params())
+    ok = validate(QueryRequest, limits, subject="red", center=(0.4, 0.0, 0.0), radius=0.2, min_confidence=0.5)
+    assert ok.center == (0.4, 0.0, 0.0)
+    for values, field in (({"center": (1e308, 0.0, 0.0)}, "center"), ({"radius": 1e308}, "radius"),
+                          ({"radius": math.nan}, "radius"), ({"min_confidence": 2.0}, "min_confidence"),
+                          ({"subject": "s" * 5000}, "subject")):
+        with pytest.raises(BoundaryError, match=field):
+            validate(QueryRequest, limits, **values)
+    key = dict(camera="scene", model="enc", center=(0.0, 0.0, 0.0), radius=0.1)
+    validate(LatentKey, limits, **key)
+    with pytest.raises(BoundaryError, match="center"):
+        validate(LatentKey, limits, **{**key, "center": (0.0, -1e308, 0.0)})
+    with pytest.raises(BoundaryError, match="elements"):
+        validate(LatentStore, limits, **key, stamp=0.0, shape=[65536] * 4, length=0)
+    with pytest.raises(BoundaryError, match="elements, data has 1"):
+        validate(LatentStore, limits, **key, stamp=0.0, shape=[2, 2], length=1)
+    with pytest.raises(BoundaryError, match="source"):
+        validate(FactStrings, subject="task", source="s" * 5_000_000)

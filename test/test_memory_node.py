@@ -233,3 +233,153 @@ def test_bad_parameter_exits_nonzero_naming_the_field(start_node, tmp_path):
     node = start_node(MODULE, "memory.yaml", db_path=str(tmp_path / "m.sqlite"), stale_threshold=1.5)
     assert node.proc.wait(30) == 2
     assert "stale_threshold" in node.log()
+
+
+# ---------------------------------------------------------------- issue 8: hostile values, sizes, database paths
+def test_extreme_regions_latent_shapes_and_huge_strings_are_refused_with_the_tracker_up(start_node, ros_node,
+                                                                                       tmp_path):
+    node = start_node(MODULE, "memory.yaml", db_path=str(tmp_path / "m.sqlite"), cameras=["scene"])
+    c = Client(ros_node)
+    c.wait_ready()
+    c.observe({"red_cube": (0.4, 0.0, 0.025)}, wait_events=1)
+    for center, radius in (((1e308, 0.0, 0.0), 0.1), ((0.0, 0.0, 0.0), 1e308), ((0.0, -1e308, 0.0), 1e308)):
+        req = QueryMemory.Request(kind=QueryMemory.Request.KIND_ANY, use_region=True, region_radius=radius)
+        req.region_center.x, req.region_center.y, req.region_center.z = center
+        res = c.call(c.query_cli, req)
+        assert not res.success and "region" in res.message, res.message
+    far = StoreLatent.Request(camera="scene", model="enc", region_radius=0.1, shape=[1], data=[1.0])
+    far.region_center.x = 1e308
+    res = c.call(c.store_cli, far)
+    assert not res.success and "center" in res.message, res.message
+    res = c.call(c.fetch_cli, FetchLatent.Request(camera="scene", model="enc", region_center=far.region_center,
+                                                  region_radius=0.1))
+    assert not res.hit and "rejected" in res.message
+    overflow = StoreLatent.Request(camera="scene", model="enc", region_radius=0.1, shape=[65536] * 4, data=[])
+    res = c.call(c.store_cli, overflow)
+    assert not res.success and "elements" in res.message, res.message
+    assert not c.call(c.fetch_cli, FetchLatent.Request(camera="scene", model="enc", region_radius=0.1)).hit
+    # 5 MB strings: an asserted fact's source, an observation's label
+    fact = MemoryFact(kind=MemoryFact.KIND_TEXT, subject="note", value='"x"', confidence=1.0, source="s" * 5_000_000)
+    fact.pose.orientation.w = 1.0
+    res = c.call(c.assert_cli, AssertFact.Request(fact=fact))
+    assert not res.success and "source" in res.message, res.message[:300]
+    msg = c.observe({"blue_cube": (0.5, 0.2, 0.025)}, publish=False)
+    msg.objects[0].label = "L" * 5_000_000
+    c.obs_pub.publish(msg)
+    assert spin_until(ros_node, lambda: any("label" in s.message for s in c.diagnostics), 10.0)
+    facts = c.query()
+    assert set(facts) == {"visual/red_cube"} and all(len(f.value) < 1000 for f in facts.values())
+    assert node.alive()
+
+
+@pytest.mark.parametrize("kind", ["empty file", "directory"])
+def test_unusable_database_path_stops_the_tracker_naming_the_path(start_node, tmp_path, kind):
+    db = tmp_path / "m.sqlite"
+    if kind == "directory":
+        db.mkdir()
+    else:
+        db.write_bytes(b"")
+    node = start_node(MODULE, "memory.yaml", db_path=str(db), cameras=["scene"])
+    assert node.proc.wait(30) == 3, node.log()
+    assert str(db) in node.log() and ("directory" in node.log() or "0-byte" in node.log())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("m.sqlite")] == ["m.sqlite"]   # nothing renamed
+    assert db.is_dir() if kind == "directory" else db.stat().st_size == 0
+
+
+# ---------------------------------------------------------------- issue 8: every motion is accounted for
+class FakeJointStates:
+    """Publishes /joint_states of an arm as a controller would, without any router or feedback."""
+
+    def __init__(self, node, robot: str):
+        from sensor_msgs.msg import JointState
+        from harness_nodes.common.robot_description import load_robot_description
+        from harness_nodes.router.kinematics import ArmKinematics
+        self.node = node
+        self.description = load_robot_description(robot)
+        self.kinematics = ArmKinematics.from_description(self.description)
+        self.pub = node.create_publisher(JointState, "/joint_states", RELIABLE)
+        self.msg_type = JointState
+        self.q = np.array(self.description.arm.home, dtype=float)
+        self.gripper = self.description.gripper.open_q
+
+    def tool(self, q) -> np.ndarray:
+        return np.array(self.kinematics.fk(list(q)).translation, dtype=float)
+
+    def publish(self) -> None:
+        d = self.description
+        msg = self.msg_type()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.name = d.all_joint_names
+        msg.position = [*map(float, self.q), *[float(self.gripper)] * len(d.gripper.joint_names),
+                        *[float(self.gripper) * m for m in d.gripper.mimic_joints.values()]]
+        self.pub.publish(msg)
+
+    def hold(self, seconds: float) -> None:
+        import time
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.publish()
+            self.node.executor_for_test.spin_once(timeout_sec=0.02)
+
+    def move(self, q1, steps: int = 30) -> None:
+        q0 = self.q.copy()
+        for a in np.linspace(0.0, 1.0, steps):
+            self.q = q0 + a * (np.asarray(q1) - q0)
+            self.publish()
+            self.node.executor_for_test.spin_once(timeout_sec=0.02)
+
+
+def test_motion_without_any_chunk_invalidates_facts_along_the_measured_path(start_node, ros_node, tmp_path):
+    start_node(MODULE, "memory.yaml", db_path=str(tmp_path / "m.sqlite"), cameras=["scene"])
+    c = Client(ros_node)
+    arm = FakeJointStates(ros_node, "panda")
+    c.wait_ready()
+    assert spin_until(ros_node, lambda: arm.pub.get_subscription_count() > 0, 10.0)
+    home = arm.q.copy()
+    target = home + np.array([0.6, 0.3, 0.0, -0.3, 0.0, 0.3, 0.0])
+    middle = arm.tool(home + 0.5 * (target - home))
+    far = arm.tool(home) + np.array([0.0, 0.0, -0.45])      # well away from the swept path
+    c.observe({"red_cube": tuple(middle), "green_cube": tuple(far)}, wait_events=2)
+    arm.hold(0.5)
+    n = len(c.events)
+    arm.move(target)          # moved by something the tracker gets no chunk or feedback for
+    assert spin_until(ros_node, lambda: (arm.publish(), any(e.fact_id == "visual/red_cube" and
+                                                            e.event == MemoryEvent.EVENT_INVALIDATED
+                                                            for e in c.events[n:]))[1], 10.0), \
+        [(e.event, e.fact_id, e.reason) for e in c.events[n:]]
+    invalidated = [e for e in c.events[n:] if e.event == MemoryEvent.EVENT_INVALIDATED]
+    assert {e.fact_id for e in invalidated} == {"visual/red_cube"} and "action motion-" in invalidated[0].reason
+    facts = c.query()
+    assert facts["visual/red_cube"].state == MemoryFact.STATE_INVALID
+    assert facts["visual/green_cube"].state == MemoryFact.STATE_VALID
+    assert any(fid.startswith("action/motion-") for fid in facts)
+
+
+def test_grasp_tracking_on_the_xarm6_uses_the_descriptions_gripper_width(start_node, ros_node, tmp_path):
+    from robot_harness.msg import ExecutionFeedback
+    start_node(MODULE, "memory.yaml", db_path=str(tmp_path / "m.sqlite"), cameras=["scene"], robot="xarm6")
+    c = Client(ros_node)
+    arm = FakeJointStates(ros_node, "xarm6")
+    feedback = ros_node.create_publisher(ExecutionFeedback, "/harness/execution", RELIABLE)
+    c.wait_ready()
+    assert spin_until(ros_node, lambda: arm.pub.get_subscription_count() > 0
+                      and feedback.get_subscription_count() > 0, 10.0)
+    tool = arm.tool(arm.q)
+    # Seen in the xArm6's base frame: accepted (the robot description's base frame is a world frame).
+    c.observe({"red_cube": tuple(tool)}, frame="link_base", wait_events=1)
+    arm.hold(0.3)
+    feedback.publish(ExecutionFeedback(chunk_id="grasp-1", status=ExecutionFeedback.STATUS_ACCEPTED))
+    arm.gripper = arm.description.gripper.position_for_width(0.05)     # closed on the 5 cm cube (~0.39 rad)
+    arm.hold(0.3)
+    n = len(c.events)
+    feedback.publish(ExecutionFeedback(chunk_id="grasp-1", status=ExecutionFeedback.STATUS_SUCCEEDED))
+    assert spin_until(ros_node, lambda: any("grasped after grasp-1" in e.reason for e in c.events[n:]), 10.0), \
+        [(e.event, e.reason) for e in c.events[n:]]
+    # Carried: the believed pose follows the measured tool.
+    lifted = arm.q + np.array([0.0, -0.3, 0.0, 0.0, 0.3, 0.0])
+    arm.move(lifted)
+    expected = arm.tool(lifted)
+    assert spin_until(ros_node, lambda: (arm.publish(), np.linalg.norm(np.array(
+        [getattr(c.query()["visual/red_cube"].pose.position, a) for a in "xyz"]) - expected) < 0.01)[1], 10.0)
+    red = c.query()["visual/red_cube"]
+    assert red.source == "gripper" and red.state == MemoryFact.STATE_VALID

@@ -280,3 +280,22 @@ def test_a_latent_table_of_another_layout_is_kept_aside(tmp_path):
     store = SqliteStore(db)
     assert store.recovered_from is not None and "latent table columns" in store.error
     assert store.latent_count() == 0
+
+
+def test_a_zero_byte_file_is_an_error_naming_the_path_and_stays_as_it_is(tmp_path):
+    from harness_nodes.memory.persistence import StoreUnusable
+    db = tmp_path / "m.sqlite"
+    db.write_bytes(b"")
+    with pytest.raises(StoreUnusable, match=str(db)):
+        SqliteStore(db)
+    assert db.exists() and db.stat().st_size == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["m.sqlite"]
+
+
+def test_a_directory_as_database_path_is_an_error_and_is_not_renamed(tmp_path):
+    from harness_nodes.memory.persistence import StoreUnusable
+    db = tmp_path / "m.sqlite"
+    db.mkdir()
+    with pytest.raises(StoreUnusable, match="is a directory"):
+        SqliteStore(db)
+    assert db.is_dir() and [p.name for p in tmp_path.iterdir()] == ["m.sqlite"]

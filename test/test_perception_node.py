@@ -200,3 +200,33 @@ def test_sim_occluded_target_found_by_moving_the_wrist_camera_and_removed_object
     assert spin_until(ros_node, lambda: _query(ros_node, query, "blue_cube")["visual/blue_cube"].confidence
                       < conf0 * 0.6, 10.0, step=0.2)
     assert perception.alive() and memory.alive()
+
+
+@pytest.mark.timeout(60)
+def test_unmatched_frames_are_bounded_and_their_drops_counted(start_node, ros_node):
+    """Colour frames whose depth never comes (issue 8: the buffer grew 737 MB -> 2.6 GB) stay bounded by
+    max_pending_frames; the dropped ones are counted on /diagnostics."""
+    node = start_node("harness_nodes.perception.node", "perception.yaml", cameras=["scene"], viewpoint_rate=0.0,
+                      max_pending_frames=4)
+    values: list[dict] = []
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: values.extend(
+        {v.key: v.value for v in s.values} for s in m.status if s.name == "perception" and s.values), RELIABLE)
+    cam = FakeCamera(ros_node)
+    assert spin_until(ros_node, lambda: cam.ready() and values, 30.0), node.log()
+    f = synthetic([(0.45, 0.05, (217, 25, 25))], height=0.3, width=64, h=48, cam_xy=(0.45, 0.05))
+    sent = 0
+
+    def flood():
+        nonlocal sent
+        for _ in range(10):
+            img = Image()
+            img.header.stamp, img.header.frame_id = stamp(100.0 + 0.001 * sent), cam.frame_id
+            img.height, img.width, img.encoding, img.step = 48, 64, "rgb8", 3 * 64
+            img.data = f.rgb.tobytes()
+            cam.image.publish(img)
+            sent += 1
+        return bool(values) and int(values[-1].get("scene_unmatched_dropped", "0")) >= 20
+
+    assert spin_until(ros_node, flood, 20.0), values[-1:]
+    assert int(values[-1]["scene_pending"]) <= 4
+    assert node.alive()

@@ -229,3 +229,42 @@ def test_bad_parameter_exits_nonzero_naming_field(start_node):
     sim2 = start_node(MODULE, "sim.yaml", cameras=["scene", "thermal"])
     sim2.proc.wait(20)
     assert sim2.proc.returncode not in (0, None) and "thermal" in sim2.log()
+
+
+def test_move_into_absurd_places_and_trajectories_in_the_past_are_refused(start_node, ros_node):
+    """Issue 8: MOVE_OBJECT to x = 1e308 or inside the robot's base is refused with the reason and the
+    cube stays; a trajectory whose points all lie in the past is rejected (a joint_trajectory_controller
+    does) instead of executed as a jump faster than the joint limits."""
+    from robot_harness.srv import SimControl
+
+    sim = start_node(MODULE, "sim.yaml", real_time_factor=2.0, camera_rate=0.0)
+    probe = Probe(ros_node)
+    probe.wait_ready()
+    client = ros_node.create_client(SimControl, "/sim/control")
+    assert spin_until(ros_node, lambda: len(probe.ground_truth) > 0, 10.0)
+
+    def red():
+        gt = probe.ground_truth[-1]
+        return gt.poses[list(gt.object_ids).index("red_cube")].position
+
+    before = red()
+    for (x, y, z), why in (((1e308, 0.0, 0.03), "position"), ((0.0, 0.0, 0.05), "inside the robot base"),
+                           ((math.inf, 0.0, 0.0), "position")):
+        req = SimControl.Request(command=SimControl.Request.COMMAND_MOVE_OBJECT, object_id="red_cube")
+        req.pose.position.x, req.pose.position.y, req.pose.position.z = x, y, z
+        req.pose.orientation.w = 1.0
+        res = _call(ros_node, client, req)
+        assert not res.success and why in res.message, res.message
+    n = len(probe.ground_truth)
+    assert spin_until(ros_node, lambda: len(probe.ground_truth) > n + 3, 10.0)
+    assert abs(red().x - before.x) < 0.005 and abs(red().y - before.y) < 0.005
+    # all points in the past (stamped 1 s of sim time ago, ending 0.5 s ago)
+    assert spin_until(ros_node, lambda: _stamp(probe.clock[-1].clock) > 2.0 if probe.clock else False, 10.0)
+    now = _stamp(probe.clock[-1].clock)
+    probe.send_arm(list(PANDA.arm.joint_names), [(TARGET, 0.5)], stamp_sec=int(now) - 1)
+    assert spin_until(ros_node, lambda: any("in the past" in s.message for s in probe.errors()), 5.0), \
+        [s.message for s in probe.errors()]
+    n0 = len(probe.joint_states)
+    assert spin_until(ros_node, lambda: len(probe.joint_states) > n0 + 50, 10.0)
+    assert np.abs(probe.arm_positions() - HOME).max() < 1e-3, "a trajectory in the past moved the arm"
+    assert sim.alive()

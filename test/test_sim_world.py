@@ -324,3 +324,27 @@ def test_gripper_width_table_is_validated():
             GripperDescription(**base, width_table=table)
     with pytest.raises(ValidationError, match="either"):
         GripperDescription(**base, open_position=0.0, closed_position=0.85, width_table=[[0.0, 0.09], [0.85, 0.0]])
+
+
+def test_trajectory_whose_points_are_all_in_the_past_is_rejected_not_jumped_to(world):
+    world.run_for(2.0)
+    names = world.description.arm.joint_names
+    target = arm_target(world)
+    error = world.set_arm_trajectory(names, [TrajectoryPoint(target.tolist(), 0.5)], start_time=world.sim_time - 1.0)
+    assert error is not None and "in the past" in error
+    world.run_for(0.5)
+    assert np.abs(world.arm_positions() - world.description.arm.home).max() < 1e-3
+    # one point still ahead: accepted (the past ones are skipped, as the controller does)
+    ok = world.set_arm_trajectory(names, [TrajectoryPoint(target.tolist(), 2.0)], start_time=world.sim_time - 1.0)
+    assert ok is None
+
+
+@pytest.mark.parametrize("position, why", [((1e308, 0.0, 0.1), "outside the cell"),
+                                           ((0.0, 0.0, 0.05), "inside the robot base")])
+def test_move_object_refuses_absurd_positions_and_the_robot_base(world, position, why):
+    before = world.object_pose("red_cube")[0].copy()
+    with pytest.raises(ValueError, match=why):
+        world.move_object("red_cube", position)
+    assert np.allclose(world.object_pose("red_cube")[0], before)
+    world.move_object("red_cube", (0.5, 0.3, 0.025))       # a free spot on the table is fine
+    assert np.allclose(world.object_pose("red_cube")[0], (0.5, 0.3, 0.025), atol=1e-6)

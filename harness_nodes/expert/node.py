@@ -3,7 +3,8 @@ to the controller router over /harness/command and reading /harness/execution.
 
 It reads object poses from /sim/ground_truth: it is the scripted expert that records
 demonstrations, not a harness node, and success is judged from ground truth. It never touches the
-simulation's internals or the arm's command topics.
+simulation's internals or the arm's command topics. Its callbacks are guarded
+(common/callbacks.py) and keep only feedback on its own chunks and a ground truth whose arrays agree.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy
 
+from harness_nodes.common.callbacks import guarded
 from harness_nodes.common.params import ParameterError, declare_and_load
 from harness_nodes.expert.plan import Phase, PickPlaceConfig, plan_pick_place, waypoint_times
 from robot_harness.msg import ActionChunk, ExecutionFeedback, SimGroundTruth
@@ -57,8 +59,9 @@ class PickPlaceExpert(Node):
         self.params = declare_and_load(self, ExpertParameters, self._apply_parameters)
         self.plan_config = PickPlaceConfig()
         self.command_pub = self.create_publisher(ActionChunk, COMMAND_TOPIC, RELIABLE)
-        self.create_subscription(ExecutionFeedback, FEEDBACK_TOPIC, self._on_feedback, RELIABLE)
-        self.create_subscription(SimGroundTruth, GROUND_TRUTH_TOPIC, self._on_ground_truth, 10)
+        self.create_subscription(ExecutionFeedback, FEEDBACK_TOPIC, guarded(self, self._on_feedback), RELIABLE)
+        self.create_subscription(SimGroundTruth, GROUND_TRUTH_TOPIC, guarded(self, self._on_ground_truth), 10)
+        self.sent_ids: set[str] = set()
         self.ground_truth: SimGroundTruth | None = None
         self.feedback: dict[str, ExecutionFeedback] = {}
         self.commands_sent = 0
@@ -70,11 +73,14 @@ class PickPlaceExpert(Node):
 
     # -- callbacks only store
     def _on_feedback(self, msg: ExecutionFeedback) -> None:
+        if msg.chunk_id not in self.sent_ids:
+            return      # another sender's chunk: not ours to remember
         if msg.status in TERMINAL or msg.chunk_id not in self.feedback:
             self.feedback[msg.chunk_id] = msg
 
     def _on_ground_truth(self, msg: SimGroundTruth) -> None:
-        self.ground_truth = msg
+        if len(msg.object_ids) == len(msg.poses):
+            self.ground_truth = msg
 
     # -- helpers
     def spin_until(self, predicate, timeout: float) -> bool:
@@ -97,6 +103,7 @@ class PickPlaceExpert(Node):
         chunk.header.stamp = self.get_clock().now().to_msg()
         chunk.header.frame_id = "world"
         chunk.chunk_id = f"expert-{phase.name}-{attempt}-{uuid.uuid4().hex[:8]}"
+        self.sent_ids.add(chunk.chunk_id)
         chunk.source = "scripted_expert"
         chunk.attempt = attempt
         chunk.space = ActionChunk.SPACE_END_EFFECTOR

@@ -18,8 +18,9 @@ class MemoryParameters(BaseModel):
         "max_variance", "max_value_bytes", "max_facts", "snapshot_max_facts", "markers_max", "recheck_max",
         "task_subjects", "dependency_window", "ee_speed", "ee_path_min_step"})
     robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml (joint states, FK)")
-    world_frames: list[str] = Field(default_factory=lambda: ["world", "panda_link0"], min_length=1,
-                                    description="frames accepted for observation poses (all = world)")
+    world_frames: list[str] = Field(default_factory=lambda: ["world"], min_length=1,
+                                    description="frames accepted for observation poses (all = world), "
+                                                "besides the robot's base frame, always accepted")
     # topics and services
     observation_topic: str = Field("/harness/observations", min_length=1)
     execution_topic: str = Field("/harness/execution", min_length=1)
@@ -94,6 +95,9 @@ class MemoryParameters(BaseModel):
     latent_max_entries: int = Field(1000, ge=1, le=1_000_000)
     latent_max_bytes: int = Field(64 << 20, ge=1024)
     ee_path_min_step: float = Field(0.005, gt=0.0, le=0.5, description="m between recorded path points")
+    motion_settle_time: float = Field(0.5, gt=0.0, le=10.0,
+                                      description="s without tool motion that ends a measured motion no chunk "
+                                                  "accounts for (it then invalidates along its path)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "MemoryParameters":

@@ -2,7 +2,9 @@
 
 - Confidence decays per kind (half-lives); a VALID fact below `stale_threshold` becomes STALE.
 - An executed action lowers the confidence of facts near its swept end-effector path (capsule
-  distance) and near contacts; facts within `action_invalidate_radius` become INVALID.
+  distance) and near contacts; facts within `action_invalidate_radius` become INVALID. The path is
+  the measured one (FK of joint states); motion no chunk accounts for is segmented by
+  `MeasuredMotion` and applied the same way, so every motion of the arm counts.
 - A grasped object's pose follows the gripper until release; at release it stays where let go.
 - Negative evidence (STATUS_EXPECTED_NOT_SEEN, or a fact inside a camera's frustum, not occluded
   by the depth image, and not detected) multiplies confidence by `negative_evidence_factor`.
@@ -75,6 +77,58 @@ class Held:
     rot_offset: np.ndarray      # object rotation in the tool frame
     grip_width: float
     chunk_id: str
+
+
+class MeasuredMotion:
+    """The tool's measured motion (FK of /joint_states) that no chunk accounts for: whatever moved
+    the arm (another publisher, a teleop stream, a person) sweeps facts as a chunk does.
+
+    A segment opens when the tool leaves its rest position by `min_step`, records a point every
+    `min_step`, and closes after `settle` s without motion (or at `max_points`); `update`/`poll`
+    return a closed segment's path. While a chunk runs, its own path records the motion: `take`
+    hands over what was recorded so far and `rest` re-anchors after it."""
+
+    def __init__(self, min_step: float, settle: float, max_points: int = 2000):
+        self.min_step, self.settle, self.max_points = float(min_step), float(settle), int(max_points)
+        self.rest_position: np.ndarray | None = None
+        self.path: list[np.ndarray] = []
+        self.last_move = -math.inf
+        self.segments = 0
+
+    def update(self, position, now: float) -> np.ndarray | None:
+        pos = np.asarray(position, dtype=float)
+        if self.rest_position is None:
+            self.rest_position = pos
+            return None
+        ref = self.path[-1] if self.path else self.rest_position
+        if np.linalg.norm(pos - ref) >= self.min_step:
+            if not self.path:
+                self.path = [self.rest_position]
+            self.path.append(pos)
+            self.last_move = now
+            return self._close(pos) if len(self.path) >= self.max_points else None
+        return self.poll(now)
+
+    def poll(self, now: float) -> np.ndarray | None:
+        if self.path and now - self.last_move >= self.settle:
+            return self._close(self.path[-1])
+        return None
+
+    def take(self) -> list[np.ndarray]:
+        """The open segment's points (a chunk that just started accounts for them); none stays open."""
+        path, self.path = self.path, []
+        return path
+
+    def rest(self, position) -> None:
+        self.path = []
+        self.rest_position = None if position is None else np.asarray(position, dtype=float)
+
+    def _close(self, position) -> np.ndarray:
+        path = np.array(self.path)
+        self.path = []
+        self.rest_position = np.asarray(position, dtype=float)
+        self.segments += 1
+        return path
 
 
 def _finite(values) -> bool:
@@ -192,6 +246,8 @@ class MemoryCore:
         p = self.p
         if not o.object_id or len(o.object_id) > MAX_ID_LENGTH or "@" in o.object_id:
             return "object_id empty, too long or containing '@'"
+        if len(o.label) > MAX_ID_LENGTH or len(o.camera) > MAX_ID_LENGTH or len(o.frame_id) > MAX_ID_LENGTH:
+            return f"label, camera or frame_id longer than {MAX_ID_LENGTH} characters"
         if o.status not in (ObsStatus.SEEN, ObsStatus.EXPECTED_NOT_SEEN):
             return f"unknown status {o.status}"
         if o.frame_id and o.frame_id not in p.world_frames:
@@ -659,6 +715,9 @@ class MemoryCore:
             raise InputError(f"unknown kind {fact.kind} or state {fact.state}") from None
         if not fact.subject or len(fact.subject) > MAX_ID_LENGTH:
             raise InputError("subject empty or too long")
+        if max(len(fact.source), len(fact.camera)) > MAX_ID_LENGTH or len(fact.invalidated_by) > 4 * MAX_ID_LENGTH:
+            raise InputError(f"source or camera longer than {MAX_ID_LENGTH} characters, or invalidated_by "
+                             f"longer than {4 * MAX_ID_LENGTH}")
         if len(fact.value.encode()) > p.max_value_bytes:
             raise InputError(f"value longer than {p.max_value_bytes} bytes")
         if not (0.0 <= fact.confidence <= 1.0) or not math.isfinite(fact.confidence):
@@ -773,7 +832,10 @@ class MemoryCore:
         return key
 
     def latent_fetch(self, camera: str, model: str, center, radius: float) -> LatentEntry | None:
-        return self.latent.fetch(camera, model, center, radius)
+        try:
+            return self.latent.fetch(camera, model, center, radius)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     # ================================================================== persistence
     def flush(self, now: float) -> int:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_CELL_INDEX = 2 ** 52     # quantised region indices stay exact integers below this
+
 
 @dataclass
 class LatentEntry:
@@ -45,9 +47,14 @@ class LatentCache:
         self._tick = 0
 
     def key(self, camera: str, model: str, center, radius: float) -> str:
+        """The entry id of a region. Raises ValueError for a centre or radius that is not finite or
+        so far out that its quantised cell index is not an exact integer."""
         r = self.resolution
-        q = [int(math.floor(float(v) / r + 0.5)) for v in center]
-        return f"{camera}|{model}|{q[0]},{q[1]},{q[2]}|{int(math.floor(float(radius) / r + 0.5))}"
+        cells = [float(v) / r for v in (*center, radius)]
+        if len(cells) != 4 or not all(math.isfinite(c) and abs(c) < MAX_CELL_INDEX for c in cells):
+            raise ValueError(f"region centre and radius must be finite and within +-{MAX_CELL_INDEX * r:.3g} m")
+        q = [int(math.floor(c + 0.5)) for c in cells]
+        return f"{camera}|{model}|{q[0]},{q[1]},{q[2]}|{q[3]}"
 
     def _use(self) -> int:
         self._tick += 1
@@ -62,8 +69,12 @@ class LatentCache:
             raise ValueError("region centre must have 3 coordinates")
         if not (math.isfinite(radius) and radius > 0) or not all(math.isfinite(float(v)) for v in center):
             raise ValueError("region centre must be finite and radius > 0")
-        if int(np.prod(shape)) != data.size:
-            raise ValueError(f"shape {shape} has {int(np.prod(shape))} elements, data has {data.size}")
+        self.key(camera, model, center, radius)     # in range
+        if not shape or any(s < 1 for s in shape):
+            raise ValueError(f"shape {shape[:8]}: needs at least one dimension, each >= 1")
+        elements = math.prod(shape)           # Python integers: [65536] * 4 does not wrap to 0
+        if elements != data.size:
+            raise ValueError(f"shape {shape[:8]} has {elements} elements, data has {data.size}")
         if data.nbytes > self.max_bytes:
             raise ValueError(f"encoding of {data.nbytes} bytes exceeds the cache's {self.max_bytes}")
         if not np.all(np.isfinite(data)):

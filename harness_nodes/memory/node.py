@@ -2,8 +2,8 @@
 
 Subscribes
   /harness/observations   robot_harness/SceneObservation   perception (facts, negative evidence)
-  /joint_states           sensor_msgs/JointState           tool pose (FK) and finger width: swept
-                                                           path of each chunk, grasp and release
+  /joint_states           sensor_msgs/JointState           tool pose (FK) and gripper width: swept
+                                                           path of every motion, grasp and release
   /harness/execution      robot_harness/ExecutionFeedback  when a chunk ran (path -> invalidation)
   /harness/command        robot_harness/ActionChunk        the chunk's intended path (fallback)
   /cameras/<cam>/camera_info, /cameras/<cam>/depth         frustum and occlusion for negative evidence
@@ -19,17 +19,29 @@ Services
   /harness/memory/latent/store  robot_harness/StoreLatent
   /harness/memory/latent/fetch  robot_harness/FetchLatent
 
-Callbacks convert and validate, then call the pure `MemoryCore`; every change (facts and latent
+Callbacks convert and validate (service requests and every string and array size through the
+pydantic models of boundary.py: a region centre of 1e308, a latent shape whose product overflows or
+a 5 MB `source` is refused with a reason), then call the pure `MemoryCore`; every callback is
+guarded (common/callbacks.py), its error counts are on /diagnostics. Every change (facts and latent
 entries) is committed to SQLite before the callback returns (a kill -9 loses no fact and no stored
 encoding; the recency of fetched entries is written by the next tick). All times are the node clock
 (`use_sim_time:=true` follows /clock).
+
+The tool's swept path is measured from /joint_states (forward kinematics of the robot description):
+a chunk's path while it runs, and any motion no chunk accounts for (`MeasuredMotion`) once the arm
+comes to rest. The gripper width is the description's width for the measured gripper joints (a
+width table on the xArm6). Observation frames: `world_frames` plus the robot's base frame.
+
+The database path must be a store or absent: a directory or a 0-byte file stops the node at
+start-up with the path named (exit 3). SIGINT (once or twice) and SIGTERM flush, close the store
+and exit 0 (common/node_main.py).
 """
 from __future__ import annotations
 
 import math
 import os
 import sys
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +55,15 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from harness_nodes.common.callbacks import guarded, guarded_service
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
+from harness_nodes.memory.boundary import (MAX_NAME, FactStrings, LatentKey, LatentStore, Limits, QueryRequest,
+                                           validate)
 from harness_nodes.memory.config import MemoryParameters
-from harness_nodes.memory.core import InputError, MemoryCore
+from harness_nodes.memory.core import InputError, MeasuredMotion, MemoryCore
 from harness_nodes.common.geometry import CameraModel
 from harness_nodes.memory.facts import Fact, Kind, ObjectObs, SceneObs, State
 from harness_nodes.memory.persistence import SqliteStore
@@ -62,10 +77,13 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 EVENTS_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 STATUS_NAME = "memory_tracker"
-TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED)
+# A held chunk (e-stop, watchdog) moved part of the way: its measured path counts as a failed one's.
+TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED, ExecutionFeedback.STATUS_HELD)
 STARTED = (ExecutionFeedback.STATUS_ACCEPTED, ExecutionFeedback.STATUS_EXECUTING)
 MAX_CHUNKS_REMEMBERED = 64
 MAX_PATH_POINTS = 2000
+MAX_CAMERAS = 64            # distinct observation cameras whose pose is remembered (re-check planning)
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def to_time(t: float) -> Time:
@@ -143,9 +161,10 @@ def default_db_path() -> Path:
 class MemoryTracker(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
-        self.params = p = declare_and_load(self, MemoryParameters, self._apply_parameters)
-        self.description = load_robot_description(p.robot)
-        d = self.description
+        p = declare_and_load(self, MemoryParameters, self._apply_parameters)
+        self.description = d = load_robot_description(p.robot)
+        self.params = p = self._with_base_frame(p)
+        self.limits = Limits.of(p)
         self.kinematics = ArmKinematics.from_description(d)
         self.frame = p.world_frames[0]
         self.store = None
@@ -174,36 +193,42 @@ class MemoryTracker(Node):
         self.intended: OrderedDict[str, list] = OrderedDict()     # chunk_id -> commanded ee positions
         self.finished: OrderedDict[str, bool] = OrderedDict()
         self.rejections: list[str] = []
+        self.callback_errors: Counter = Counter()
         self.last_rejection = ""
+        self.known_joints = set(d.all_joint_names)
+        self.motion = MeasuredMotion(p.ee_path_min_step, p.motion_settle_time, MAX_PATH_POINTS)
 
         self.snapshot_pub = self.create_publisher(MemorySnapshot, p.snapshot_topic, LATCHED)
         self.events_pub = self.create_publisher(MemoryEvent, p.events_topic, EVENTS_QOS)
         self.markers_pub = self.create_publisher(MarkerArray, p.markers_topic, LATCHED)
         self.recheck_pub = self.create_publisher(ViewpointRequest, p.recheck_topic, RELIABLE)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, DIAGNOSTICS_QOS)
-        self.create_subscription(SceneObservation, p.observation_topic, self._on_observation, RELIABLE)
-        self.create_subscription(JointState, d.controllers.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
-        self.create_subscription(ExecutionFeedback, p.execution_topic, self._on_execution, RELIABLE)
-        self.create_subscription(ActionChunk, p.command_topic, self._on_command, RELIABLE)
+        self.create_subscription(SceneObservation, p.observation_topic, guarded(self, self._on_observation),
+                                 RELIABLE)
+        self.create_subscription(JointState, d.controllers.joint_states_topic, guarded(self, self._on_joint_state),
+                                 JOINT_STATE_QOS)
+        self.create_subscription(ExecutionFeedback, p.execution_topic, guarded(self, self._on_execution), RELIABLE)
+        self.create_subscription(ActionChunk, p.command_topic, guarded(self, self._on_command), RELIABLE)
         for cam in p.cameras:
             base = f"{p.camera_topic_prefix}/{cam}"
             self.create_subscription(CameraInfo, f"{base}/camera_info",
-                                     lambda m, c=cam: self._on_camera_info(c, m), qos_profile_sensor_data)
-            self.create_subscription(Image, f"{base}/depth", lambda m, c=cam: self._on_depth(c, m),
+                                     guarded(self, lambda m, c=cam: self._on_camera_info(c, m), "camera_info"),
                                      qos_profile_sensor_data)
+            self.create_subscription(Image, f"{base}/depth", guarded(self, lambda m, c=cam: self._on_depth(c, m),
+                                                                     "depth"), qos_profile_sensor_data)
         prefix = p.service_prefix.rstrip("/")
-        self.create_service(QueryMemory, f"{prefix}/query", self._on_query)
-        self.create_service(AssertFact, f"{prefix}/assert", self._on_assert)
-        self.create_service(StoreLatent, f"{prefix}/latent/store", self._on_latent_store)
-        self.create_service(FetchLatent, f"{prefix}/latent/fetch", self._on_latent_fetch)
-        self.create_timer(1.0 / p.tick_rate, self._on_tick)
-        self.create_timer(1.0 / p.diagnostics_rate, self._on_diagnostics)
+        self.create_service(QueryMemory, f"{prefix}/query", guarded_service(self, self._on_query))
+        self.create_service(AssertFact, f"{prefix}/assert", guarded_service(self, self._on_assert))
+        self.create_service(StoreLatent, f"{prefix}/latent/store", guarded_service(self, self._on_latent_store))
+        self.create_service(FetchLatent, f"{prefix}/latent/fetch", guarded_service(self, self._on_latent_fetch))
+        self.create_timer(1.0 / p.tick_rate, guarded(self, self._on_tick))
+        self.create_timer(1.0 / p.diagnostics_rate, guarded(self, self._on_diagnostics))
         if p.snapshot_rate > 0:
-            self.create_timer(1.0 / p.snapshot_rate, self._publish_snapshot)
+            self.create_timer(1.0 / p.snapshot_rate, guarded(self, self._publish_snapshot))
         if p.markers_rate > 0:
-            self.create_timer(1.0 / p.markers_rate, self._publish_markers)
+            self.create_timer(1.0 / p.markers_rate, guarded(self, self._publish_markers))
         if p.recheck_rate > 0:
-            self.create_timer(1.0 / p.recheck_rate, self._publish_rechecks)
+            self.create_timer(1.0 / p.recheck_rate, guarded(self, self._publish_rechecks))
         self._publish_events()
         self.get_logger().info(f"memory tracker: {p.observation_topic} -> {p.snapshot_topic}, {p.events_topic}; "
                                f"{len(self.core)} fact(s)")
@@ -211,9 +236,15 @@ class MemoryTracker(Node):
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _with_base_frame(self, params: MemoryParameters) -> MemoryParameters:
+        """The robot's base frame is where its poses are expressed: always an accepted frame."""
+        frames = list(dict.fromkeys([*(f for f in params.world_frames if f), self.description.base_frame]))
+        return params.model_copy(update={"world_frames": frames})
+
     def _apply_parameters(self, params: MemoryParameters) -> None:
         """A validated `ros2 param set` of MemoryParameters.DYNAMIC: node and core read it from now on."""
-        self.params = self.core.p = params
+        self.params = self.core.p = self._with_base_frame(params)
+        self.limits = Limits.of(self.params)
 
     # ------------------------------------------------------------------ callbacks
     def _commit(self) -> None:
@@ -236,7 +267,8 @@ class MemoryTracker(Node):
             if d is not None and abs(d[0] - scene.stamp) <= self.params.depth_max_age:
                 depth = d[1]
             self.core.ingest(scene, now, model, depth)
-            self.camera_poses[scene.camera] = (scene.camera_position, scene.camera_orientation)
+            if scene.camera in self.camera_poses or len(self.camera_poses) < MAX_CAMERAS:
+                self.camera_poses[scene.camera] = (scene.camera_position, scene.camera_orientation)
         except InputError as exc:
             self._reject(f"observation from camera '{msg.camera[:64]}'", str(exc))
             return
@@ -264,7 +296,7 @@ class MemoryTracker(Node):
         self.camera_models[cam] = model
 
     def _on_depth(self, cam: str, msg: Image) -> None:
-        if msg.encoding != "32FC1" or msg.width == 0 or msg.height == 0 \
+        if msg.encoding != "32FC1" or msg.width == 0 or msg.height == 0 or msg.width * msg.height > MAX_IMAGE_PIXELS \
                 or len(msg.data) != msg.height * msg.step or msg.step < 4 * msg.width:
             return
         arr = np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(msg.height, msg.step // 4)[:, :msg.width]
@@ -274,28 +306,49 @@ class MemoryTracker(Node):
         if len(msg.position) != len(msg.name):
             return
         for name, position in zip(msg.name, msg.position):
-            self.joint_positions[name] = float(position)
+            if name in self.known_joints:           # unknown names are not kept (bounded state)
+                self.joint_positions[name] = float(position)
         arm = self.description.arm.joint_names
         if not all(j in self.joint_positions for j in arm):
             return
         q = [self.joint_positions[j] for j in arm]
         if not all(math.isfinite(v) for v in q):
             return
+        now = self.now()
         pose = self.kinematics.fk(q)
         pos = np.array(pose.translation, dtype=float)
-        width = sum(self.joint_positions.get(f, math.nan) for f in self.description.gripper.joint_names)
+        grip = self.description.gripper
+        fingers = [self.joint_positions.get(f, math.nan) for f in grip.joint_names]
+        width = grip.width_from_joints(fingers) if all(math.isfinite(v) for v in fingers) else math.nan
         for path in self.active.values():
             if len(path) < MAX_PATH_POINTS and (not path or np.linalg.norm(pos - path[-1]) >= self.params.ee_path_min_step):
                 path.append(pos)
         active = next(reversed(self.active), "") if self.active else ""
         had = self.core.held is not None
         n0 = len(self.core.events)
-        self.core.update_gripper(pos, np.array(pose.rotation), width, self.now(), active)
-        if len(self.core.events) != n0 or (had and self.core.held is None):
+        self.core.update_gripper(pos, np.array(pose.rotation), width, now, active)
+        changed = len(self.core.events) != n0 or (had and self.core.held is None)
+        if self.active:
+            self.motion.rest(pos)                   # the running chunk records this motion
+        else:
+            changed |= self._apply_measured_motion(self.motion.update(pos, now), now)
+        if changed:
             self._commit()
 
+    def _apply_measured_motion(self, path, now: float) -> bool:
+        """A motion no chunk accounted for has ended: it sweeps facts as a chunk does."""
+        if path is None or len(path) < 2:
+            return False
+        name = f"motion-{self.motion.segments}"
+        n = self.core.apply_action(name, path, now, "measured", "joint_states")
+        held = self.core.check_grasp(name, now)
+        self.get_logger().info(f"arm moved without a chunk ({name}): {len(path)} path point(s), {n} fact(s) "
+                               f"affected" + (f", now holding '{held}'" if held else ""))
+        return True
+
     def _on_command(self, msg: ActionChunk) -> None:
-        if msg.space != ActionChunk.SPACE_END_EFFECTOR or len(msg.ee_poses) > MAX_PATH_POINTS:
+        if msg.space != ActionChunk.SPACE_END_EFFECTOR or len(msg.ee_poses) > MAX_PATH_POINTS \
+                or not msg.chunk_id or len(msg.chunk_id) > MAX_NAME:
             return
         pts = [_xyz(p.position) for p in msg.ee_poses]
         self.intended[msg.chunk_id] = pts
@@ -309,19 +362,30 @@ class MemoryTracker(Node):
         cid = msg.chunk_id
         if not cid or cid in self.finished:
             return
+        if len(cid) > MAX_NAME:
+            self._reject("execution feedback", f"chunk_id longer than {MAX_NAME} characters")
+            return
         if msg.status in STARTED:
             if cid not in self.active:
                 ee = self._ee_position()
-                self.active[cid] = [] if ee is None else [ee]
+                # Motion measured before the feedback arrived belongs to this chunk.
+                before = self.motion.take()
+                self.active[cid] = before or ([] if ee is None else [ee])
+                while len(self.active) > MAX_CHUNKS_REMEMBERED:
+                    self.active.popitem(last=False)
             return
-        if msg.status not in TERMINAL:
-            self.active.pop(cid, None)
+        if msg.status not in TERMINAL or (msg.status == ExecutionFeedback.STATUS_HELD and cid not in self.active):
+            self.active.pop(cid, None)      # never moved (a hold of a chunk never started, a rejection)
             return
         self.finished[cid] = True
         while len(self.finished) > MAX_CHUNKS_REMEMBERED:
             self.finished.popitem(last=False)
         path = list(self.active.pop(cid, []))
+        if len(path) < 2:
+            path = self.motion.take() or path       # feedback missed the start: the measured motion
         ee = self._ee_position()
+        if not self.active:
+            self.motion.rest(ee)
         if ee is not None:
             path.append(ee)
         if len(path) < 2 and cid in self.intended:
@@ -330,7 +394,8 @@ class MemoryTracker(Node):
         if msg.failure == ExecutionFeedback.FAILURE_CONTACT and ee is not None:
             contacts.append(ee)
         now = self.now()
-        outcome = "succeeded" if msg.status == ExecutionFeedback.STATUS_SUCCEEDED else "failed"
+        outcome = {ExecutionFeedback.STATUS_SUCCEEDED: "succeeded",
+                   ExecutionFeedback.STATUS_HELD: "held"}.get(msg.status, "failed")
         try:
             n = self.core.apply_action(cid, np.array(path) if path else np.empty((0, 3)), now, outcome,
                                        "controller_router", contacts)
@@ -345,18 +410,18 @@ class MemoryTracker(Node):
     def _on_query(self, req: QueryMemory.Request, res: QueryMemory.Response) -> QueryMemory.Response:
         now = self.now()
         try:
-            center = _xyz(req.region_center) if req.use_region else None
-            if req.use_region and (not all(math.isfinite(v) for v in center)
-                                   or not math.isfinite(req.region_radius) or req.region_radius < 0):
-                raise InputError("region centre and radius must be finite, radius >= 0")
             kind = None if req.kind == QueryMemory.Request.KIND_ANY else int(req.kind)
             if kind is not None and kind not in [int(k) for k in Kind]:
                 raise InputError(f"unknown kind {req.kind}")
+            q = validate(QueryRequest, self.limits, subject=req.subject, kind=kind,
+                         center=_xyz(req.region_center) if req.use_region else None,
+                         radius=float(req.region_radius) if req.use_region else 0.0,
+                         min_confidence=float(req.min_confidence))
             # Fact objects only for the facts answered (at most snapshot_max_facts), built vectorised.
-            facts, total = self.core.query_page(now, req.subject, kind, center, float(req.region_radius),
-                                                float(req.min_confidence), limit=self.params.snapshot_max_facts)
-        except InputError as exc:
-            res.success, res.message = False, str(exc)
+            facts, total = self.core.query_page(now, q.subject, q.kind, q.center, q.radius, q.min_confidence,
+                                                limit=self.params.snapshot_max_facts)
+        except (InputError, ValueError) as exc:
+            res.success, res.message = False, f"query rejected: {exc}"
             return res
         stamp = self.get_clock().now().to_msg()
         res.facts = [fact_to_msg(f, stamp, self.frame) for f in facts]
@@ -366,6 +431,9 @@ class MemoryTracker(Node):
 
     def _on_assert(self, req: AssertFact.Request, res: AssertFact.Response) -> AssertFact.Response:
         try:
+            f = req.fact
+            validate(FactStrings, fact_id=f.fact_id, subject=f.subject, source=f.source, camera=f.camera,
+                     invalidated_by=f.invalidated_by)
             fid = self.core.assert_fact(fact_from_msg(req.fact), self.now())
         except (InputError, ValueError, TypeError) as exc:
             self._reject("asserted fact", str(exc))
@@ -377,10 +445,12 @@ class MemoryTracker(Node):
 
     def _on_latent_store(self, req: StoreLatent.Request, res: StoreLatent.Response) -> StoreLatent.Response:
         try:
-            key = self.core.latent_store(req.camera, req.model, _xyz(req.region_center), float(req.region_radius),
-                                         from_time(req.stamp), list(req.shape), np.asarray(req.data, np.float32),
-                                         self.now())
-        except InputError as exc:
+            r = validate(LatentStore, self.limits, camera=req.camera, model=req.model,
+                         center=_xyz(req.region_center), radius=float(req.region_radius),
+                         stamp=from_time(req.stamp), shape=list(req.shape), length=len(req.data))
+            key = self.core.latent_store(r.camera, r.model, r.center, r.radius, r.stamp, r.shape,
+                                         np.asarray(req.data, np.float32), self.now())
+        except (InputError, ValueError) as exc:
             self._reject("latent store", str(exc))
             res.success, res.message = False, str(exc)
             return res
@@ -389,9 +459,14 @@ class MemoryTracker(Node):
         return res
 
     def _on_latent_fetch(self, req: FetchLatent.Request, res: FetchLatent.Response) -> FetchLatent.Response:
-        e = None
-        if all(math.isfinite(v) for v in _xyz(req.region_center)) and math.isfinite(req.region_radius):
-            e = self.core.latent_fetch(req.camera, req.model, _xyz(req.region_center), float(req.region_radius))
+        try:
+            k = validate(LatentKey, self.limits, camera=req.camera, model=req.model, center=_xyz(req.region_center),
+                         radius=float(req.region_radius))
+            e = self.core.latent_fetch(k.camera, k.model, k.center, k.radius)
+        except (InputError, ValueError) as exc:
+            res.hit, res.message = False, f"fetch rejected: {exc}"
+            res.hits, res.misses = self.core.latent.hits, self.core.latent.misses
+            return res
         if e is None:
             res.hit, res.message = False, "miss"
         else:
@@ -403,11 +478,15 @@ class MemoryTracker(Node):
         return res
 
     def _on_tick(self) -> None:
-        self.core.tick(self.now())
+        now = self.now()
+        self.core.tick(now)
+        if not self.active:           # the arm came to rest and no joint state told us yet
+            self._apply_measured_motion(self.motion.poll(now), now)
         self._commit()
 
     # ------------------------------------------------------------------ output
     def _reject(self, what: str, reason: str) -> None:
+        reason = reason[:500]
         self.last_rejection = f"{what} rejected: {reason}"
         self.core.counters.rejected += 0 if "could not process" not in reason else 1
         self.get_logger().warning(self.last_rejection)
@@ -530,18 +609,23 @@ class MemoryTracker(Node):
             "latent_misses": self.core.latent.misses, "latent_dropped": self.core.latent.dropped,
             "flush_ms_mean": 1000 * c.flush_seconds / max(1, c.flushes),
             "db_path": str(self.store.path) if self.store else "", "last_rejection": self.last_rejection[:300],
+            "measured_motions": self.motion.segments,
+            "callback_errors": sum(self.callback_errors.values()),
+            "callback_errors_by_callback": dict(self.callback_errors),
         }
         status.values = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v)))
                          for k, v in values.items()]
         self._publish_diagnostics([status])
 
     def close(self) -> None:
+        """Last flush and close of the store (run once by run_node before the node is destroyed)."""
         try:
             self.core.flush(self.now())
         except Exception as exc:
             self.get_logger().error(f"final flush failed: {exc!r}")
         if self.store is not None:
             self.store.close()
+            self.get_logger().info(f"memory store {self.store.path} closed ({len(self.core)} fact(s))")
 
 
 def main(args=None) -> int:

@@ -2,6 +2,8 @@
 survives a crash of the process (kill -9). A file that is not a readable store is never wiped: it
 is renamed beside itself (`<name>.corrupt-<unix time>`, with its -wal/-shm files) and a fresh store
 is created; the rename is reported in `recovered_from` so the caller can raise a clear error.
+A path that is a directory, or an existing 0-byte file (sqlite would silently treat it as an empty
+store: facts gone, no error), raises `StoreUnusable` naming the path and touches nothing.
 
 Times in the database are the tracker's clock at write time; `meta` keeps the clock and the wall
 time of the last write so a restart can re-base fact times and age them by the downtime.
@@ -68,6 +70,11 @@ class StoreCorrupted(RuntimeError):
     """The database file could not be used; it was kept aside and a fresh store created."""
 
 
+class StoreUnusable(RuntimeError):
+    """The database path cannot be a store and is left as it is (a directory, an empty file): the
+    tracker refuses to start rather than start empty and lose what the operator expects to be there."""
+
+
 def _nan_to_none(v: float):
     return None if v != v else float(v)
 
@@ -83,6 +90,11 @@ class SqliteStore:
         self.path = Path(path)
         self.recovered_from: Path | None = None
         self.error: str = ""
+        if self.path.is_dir():
+            raise StoreUnusable(f"memory database path {self.path} is a directory, not a database file")
+        if self.path.exists() and self.path.stat().st_size == 0:
+            raise StoreUnusable(f"memory database {self.path} is an empty (0-byte) file: its facts are gone or it "
+                                f"was never written; remove it to start a fresh store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = self._open(synchronous)

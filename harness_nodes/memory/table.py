@@ -197,6 +197,9 @@ class FactTable:
         """Slots whose position lies within `radius` of `center` (grid + one vectorised test)."""
         c = self.cell
         cx, cy, cz = (float(v) for v in center)
+        bounds = [(v - radius) / c for v in (cx, cy, cz)] + [(v + radius) / c for v in (cx, cy, cz)]
+        if not all(math.isfinite(b) and abs(b) < _OFFSET for b in bounds):
+            return self.in_region_brute(center, radius)     # beyond the grid (or not finite): no cells
         lo = [int(math.floor((v - radius) / c)) + _OFFSET for v in (cx, cy, cz)]
         hi = [int(math.floor((v + radius) / c)) + _OFFSET for v in (cx, cy, cz)]
         cells = (hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1) * (hi[2] - lo[2] + 1)
@@ -228,7 +231,7 @@ class FactTable:
     def in_region_brute(self, center, radius: float) -> np.ndarray:
         """Reference implementation: one distance test over every slot."""
         d = self.pos[:self._n] - np.asarray(center, dtype=float)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             return np.flatnonzero(np.einsum("ij,ij->i", d, d) <= radius * radius)
 
     def slots_of_subject(self, subject: str) -> np.ndarray:

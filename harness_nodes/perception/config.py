@@ -60,6 +60,10 @@ class PerceptionParameters(BaseModel):
     max_pose_lag: float = Field(0.02, ge=0.0, le=1.0, description="s between image stamp and camera pose stamp")
     pose_wait: float = Field(0.5, ge=0.0, le=10.0, description="s of wall time to wait for the pose of a frame")
     process_rate: float = Field(50.0, gt=0.0, le=1000.0, description="Hz: poll for the newest frames")
+    max_pending_frames: int = Field(8, ge=1, le=1000,
+                                    description="colour or depth frames per camera waiting for their pair; "
+                                                "older ones are dropped and counted")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="width x height of an accepted image")
     diagnostics_rate: float = Field(1.0, gt=0.0, le=100.0)
     # viewpoint selection
     viewpoint_rate: float = Field(0.5, ge=0.0, le=10.0, description="Hz; 0 = off")

@@ -18,15 +18,20 @@ Publishes
                                                               camera ranking, viewpoint verification
 
 Frames are matched by stamp (colour + depth, camera pose within `max_pose_lag`); only the newest
-complete frame per camera waits to be processed, older ones are dropped and counted. Callbacks
-convert and validate; the pure cores (core.py, viewpoint.py) do the work.
+complete frame per camera waits to be processed, older ones are dropped and counted. Frames still
+waiting for their pair are bounded (`max_pending_frames` per camera and kind, oldest dropped first,
+counted as `<cam>_unmatched_dropped` on /diagnostics), so unmatched colour or depth frames cannot
+grow memory. Every callback is guarded (common/callbacks.py; error counts on /diagnostics); strings
+and arrays from outside are capped (images by `max_image_pixels`, snapshot facts, re-check subjects,
+joint names). Callbacks convert and validate; the pure cores (core.py, viewpoint.py) do the work.
+SIGINT (once or twice) and SIGTERM exit 0 (common/node_main.py).
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -36,6 +41,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
+from harness_nodes.common.callbacks import guarded
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
 from harness_nodes.common.params import declare_and_load
@@ -59,6 +65,10 @@ TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
             ExecutionFeedback.STATUS_HELD)
 LATENCY_SAMPLES = 500
 ROUTER_QUIET = 1.0       # s without router activity before it counts as idle
+MAX_NAME = 256           # characters of a subject or id taken from another node
+MAX_FACTS = 10000        # facts of one memory snapshot considered
+MAX_RECHECKS = 256       # subjects remembered as re-check requests
+RECHECK_MEMORY = 30.0    # s a re-check request keeps its subject a target
 
 
 def stamp_seconds(stamp) -> float:
@@ -83,7 +93,7 @@ class CameraState:
         self.rgb: dict[float, Image] = {}
         self.depth: dict[float, Image] = {}
         self.ready = None              # (stamp, rgb msg, depth msg, wall time ready)
-        self.processed = self.dropped = self.rejected = 0
+        self.processed = self.dropped = self.rejected = self.unmatched_dropped = 0
         self.last_pose = None          # (position, rotation) of the last processed frame
         self.model = None
 
@@ -110,28 +120,33 @@ class PerceptionNode(Node):
         self.last_rejection = ""
         self.ranking: list = []
         self.requests_sent = 0
+        self.callback_errors: Counter = Counter()
 
         self.obs_pub = self.create_publisher(SceneObservation, p.observation_topic, RELIABLE)
         self.view_pub = self.create_publisher(ViewpointRequest, p.viewpoint_topic, RELIABLE)
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, DIAGNOSTICS_QOS)
         for cam in p.cameras:
             base = f"{p.camera_topic_prefix}/{cam}"
-            self.create_subscription(Image, f"{base}/image_raw", lambda m, c=cam: self._on_image(c, m, "rgb"),
+            self.create_subscription(Image, f"{base}/image_raw",
+                                     guarded(self, lambda m, c=cam: self._on_image(c, m, "rgb"), "image_raw"),
                                      qos_profile_sensor_data)
-            self.create_subscription(Image, f"{base}/depth", lambda m, c=cam: self._on_image(c, m, "depth"),
+            self.create_subscription(Image, f"{base}/depth",
+                                     guarded(self, lambda m, c=cam: self._on_image(c, m, "depth"), "depth"),
                                      qos_profile_sensor_data)
-            self.create_subscription(CameraInfo, f"{base}/camera_info", lambda m, c=cam: self._on_info(c, m),
+            self.create_subscription(CameraInfo, f"{base}/camera_info",
+                                     guarded(self, lambda m, c=cam: self._on_info(c, m), "camera_info"),
                                      qos_profile_sensor_data)
-            self.create_subscription(PoseStamped, f"{base}/pose", lambda m, c=cam: self._on_pose(c, m), POSE_QOS)
-        self.create_subscription(MemorySnapshot, p.memory_topic, self._on_memory, LATCHED)
-        self.create_subscription(ViewpointRequest, p.recheck_topic, self._on_recheck, RELIABLE)
-        self.create_subscription(ExecutionFeedback, p.execution_topic, self._on_feedback, RELIABLE)
-        self.create_subscription(JointState, self.description.controllers.joint_states_topic, self._on_joints,
-                                 JOINT_STATE_QOS)
-        self.create_timer(1.0 / p.process_rate, self._on_process)
-        self.create_timer(1.0 / p.diagnostics_rate, self._on_diagnostics)
+            self.create_subscription(PoseStamped, f"{base}/pose",
+                                     guarded(self, lambda m, c=cam: self._on_pose(c, m), "pose"), POSE_QOS)
+        self.create_subscription(MemorySnapshot, p.memory_topic, guarded(self, self._on_memory), LATCHED)
+        self.create_subscription(ViewpointRequest, p.recheck_topic, guarded(self, self._on_recheck), RELIABLE)
+        self.create_subscription(ExecutionFeedback, p.execution_topic, guarded(self, self._on_feedback), RELIABLE)
+        self.create_subscription(JointState, self.description.controllers.joint_states_topic,
+                                 guarded(self, self._on_joints), JOINT_STATE_QOS)
+        self.create_timer(1.0 / p.process_rate, guarded(self, self._on_process))
+        self.create_timer(1.0 / p.diagnostics_rate, guarded(self, self._on_diagnostics))
         if p.viewpoint_rate > 0 and self.planner is not None:
-            self.create_timer(1.0 / p.viewpoint_rate, self._on_viewpoint)
+            self.create_timer(1.0 / p.viewpoint_rate, guarded(self, self._on_viewpoint))
         self.get_logger().info(f"perception: cameras {list(p.cameras)} -> {p.observation_topic}; viewpoints "
                                f"{'on ' + p.viewpoint_topic if self.planner else 'off'}")
 
@@ -157,11 +172,19 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------------ input callbacks
     def _on_image(self, cam: str, msg: Image, kind: str) -> None:
         st = self.cams[cam]
+        if msg.width * msg.height > self.params.max_image_pixels or len(msg.data) > 8 * self.params.max_image_pixels:
+            self._reject(cam, f"{kind} image {msg.width}x{msg.height} ({len(msg.data)} bytes) larger than "
+                              f"max_image_pixels {self.params.max_image_pixels}")
+            return
         t = stamp_seconds(msg.header.stamp)
         store, other = (st.rgb, st.depth) if kind == "rgb" else (st.depth, st.rgb)
         store[t] = msg
         for old in [s for s in store if s < t - 2.0]:
             del store[old]
+            st.unmatched_dropped += 1
+        while len(store) > self.params.max_pending_frames:     # stamps that never pair up: oldest go
+            del store[min(store)]
+            st.unmatched_dropped += 1
         if t in other:
             rgb, depth = (msg, other[t]) if kind == "rgb" else (other[t], msg)
             if st.ready is not None:
@@ -177,22 +200,29 @@ class PerceptionNode(Node):
 
     def _on_pose(self, cam: str, msg: PoseStamped) -> None:
         if msg.header.frame_id != self.params.world_frame:
-            self._reject(cam, f"pose frame '{msg.header.frame_id}' is not '{self.params.world_frame}'")
+            self._reject(cam, f"pose frame '{msg.header.frame_id[:64]}' is not '{self.params.world_frame}'")
             return
         o, q = msg.pose.position, msg.pose.orientation
         self.cams[cam].poses.append((stamp_seconds(msg.header.stamp), (o.x, o.y, o.z), (q.x, q.y, q.z, q.w)))
 
     def _on_memory(self, msg: MemorySnapshot) -> None:
-        self.facts = [f for f in msg.facts if f.kind == KIND_VISUAL and f.state in (STATE_VALID, STATE_STALE)
-                      and all(math.isfinite(v) for v in (f.pose.position.x, f.pose.position.y, f.pose.position.z))]
+        self.facts = [f for f in msg.facts[:MAX_FACTS]
+                      if f.kind == KIND_VISUAL and f.state in (STATE_VALID, STATE_STALE) and len(f.subject) <= MAX_NAME
+                      and all(math.isfinite(v) for v in (f.pose.position.x, f.pose.position.y, f.pose.position.z))
+                      and all(math.isfinite(v) for v in f.position_covariance) and math.isfinite(f.confidence)]
 
     def _on_recheck(self, msg: ViewpointRequest) -> None:
-        for s in msg.subjects:
-            self.rechecks[s] = time.monotonic()
+        now = time.monotonic()
+        for s in msg.subjects[:MAX_RECHECKS]:
+            if s and len(s) <= MAX_NAME:
+                self.rechecks[s] = now
+        if len(self.rechecks) > MAX_RECHECKS:       # forget the oldest
+            for s in sorted(self.rechecks, key=self.rechecks.get)[:len(self.rechecks) - MAX_RECHECKS]:
+                del self.rechecks[s]
 
     def _on_joints(self, msg: JointState) -> None:
         if len(msg.name) == len(msg.position):
-            self.joints.update(zip(msg.name, (float(v) for v in msg.position)))
+            self.joints.update((n, float(v)) for n, v in zip(msg.name, msg.position) if n in self.arm_joints)
 
     def _on_feedback(self, msg: ExecutionFeedback) -> None:
         if msg.status not in TERMINAL and msg.chunk_id:
@@ -203,7 +233,7 @@ class PerceptionNode(Node):
         if msg.status == ExecutionFeedback.STATUS_SUCCEEDED:
             r["state"], r["done_stamp"] = "settling", self.now()
         elif msg.status in TERMINAL:
-            self.get_logger().warn(f"viewpoint {r['id']} not reached: {msg.message}")
+            self.get_logger().warn(f"viewpoint {r['id']} not reached: {msg.message[:500]}")
             self.failed_views.append(r["position"])
             self._diagnose(DiagnosticStatus.WARN, f"viewpoint {r['id']} not reached", {"reason": msg.message})
             self.request = None
@@ -405,6 +435,7 @@ class PerceptionNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
     def _reject(self, cam: str, reason: str) -> None:
+        reason = reason[:500]
         if cam in self.cams:
             self.cams[cam].rejected += 1
         self.last_rejection = f"frame from camera '{cam}' rejected: {reason}"
@@ -431,6 +462,10 @@ class PerceptionNode(Node):
             values[f"{cam}_processed"] = st.processed
             values[f"{cam}_dropped"] = st.dropped
             values[f"{cam}_rejected"] = st.rejected
+            values[f"{cam}_unmatched_dropped"] = st.unmatched_dropped
+            values[f"{cam}_pending"] = len(st.rgb) + len(st.depth)
+        values["callback_errors"] = sum(self.callback_errors.values())
+        values["callback_errors_by_callback"] = dict(self.callback_errors)
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name=STATUS_NAME, hardware_id="perception",
                                   message=f"{sum(s.processed for s in self.cams.values())} frame(s) processed")
         status.values = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v))[:500])

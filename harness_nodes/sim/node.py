@@ -17,6 +17,12 @@ Topics (all stamps = sim time, frame `world` unless stated):
   sub controllers.arm_topic / gripper_topic   trajectory_msgs/JointTrajectory (header.stamp 0 = now)
   sub controllers.forward_position_topic      std_msgs/Float64MultiArray (arm joint positions, at once)
   srv /sim/control                    robot_harness/SimControl
+
+Every callback is guarded (common/callbacks.py): malformed input is rejected with a reason on
+/diagnostics (trajectories: unknown/duplicate joints, wrong lengths, non-finite or out-of-limit
+positions, too many points, all points in the past; MOVE_OBJECT: non-finite, beyond the cell or
+inside the robot's base) and never stops the sim; callback error counts are in the 1 Hz status.
+SIGINT (once or repeated) and SIGTERM stop the physics thread and the render worker and exit 0.
 """
 from __future__ import annotations
 
@@ -24,14 +30,16 @@ import math
 import sys
 import threading
 import time
+from collections import Counter
 from typing import ClassVar
 
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose, PoseStamped
-from pydantic import BaseModel, Field, field_validator, model_validator
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from typing import Annotated
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -40,9 +48,11 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from harness_nodes.common.geometry import matrix_to_quat
-from harness_nodes.common.params import ParameterError, declare_and_load
+from harness_nodes.common.callbacks import guarded, guarded_service
+from harness_nodes.common.node_main import run_node
+from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.sim.world import CAMERAS, SCENARIOS, SimWorld, TrajectoryPoint
+from harness_nodes.sim.world import CAMERAS, MOVE_LIMIT, SCENARIOS, SimWorld, TrajectoryPoint
 from robot_harness.msg import SimGroundTruth
 from robot_harness.srv import SimControl
 
@@ -53,6 +63,9 @@ CONTROL_SERVICE = "/sim/control"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 MAX_LAG = 0.25   # wall s behind schedule before the sim gives up catching up
+MAX_NAME = 128   # characters of an object id or scenario name in /sim/control
+MAX_POINTS = 10000   # points of one trajectory
+MAX_JOINTS = 64      # joint names of one trajectory
 
 
 class SimParameters(BaseModel):
@@ -102,6 +115,39 @@ class SimParameters(BaseModel):
         return self
 
 
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MOVE_LIMIT, le=MOVE_LIMIT)]
+QuaternionValue = Annotated[float, Field(allow_inf_nan=False, ge=-1.5, le=1.5)]
+
+
+class ControlRequest(BaseModel):
+    """/sim/control at the boundary: names bounded, MOVE_OBJECT's pose finite, inside the cell and
+    with a usable quaternion (the world refuses poses inside the robot's base)."""
+    command: int = Field(ge=0, le=255)
+    scenario: str = Field("", max_length=MAX_NAME)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    object_id: str = Field("", max_length=MAX_NAME)
+    position: tuple[Coordinate, Coordinate, Coordinate] = (0.0, 0.0, 0.0)
+    quaternion: tuple[QuaternionValue, QuaternionValue, QuaternionValue, QuaternionValue] = (0.0, 0.0, 0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _move(self) -> "ControlRequest":
+        if self.command == SimControl.Request.COMMAND_MOVE_OBJECT:
+            norm = math.sqrt(sum(v * v for v in self.quaternion))
+            if abs(norm - 1.0) > 0.1:
+                raise ValueError(f"orientation quaternion has norm {norm:.3f}, expected 1")
+        return self
+
+    @classmethod
+    def from_msg(cls, req: SimControl.Request) -> "ControlRequest":
+        pos, q = req.pose.position, req.pose.orientation
+        try:
+            return cls(command=req.command, scenario=req.scenario, seed=req.seed, object_id=req.object_id,
+                       position=(pos.x, pos.y, pos.z), quaternion=(q.x, q.y, q.z, q.w))
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+                                       for e in exc.errors())[:500]) from None
+
+
 def to_stamp(t: float) -> Time:
     ns = int(round(t * 1e9))
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -117,6 +163,8 @@ def validate_trajectory(msg: JointTrajectory, known: list[str], lower: list[floa
     names = list(msg.joint_names)
     if not names:
         return "no joint_names"
+    if len(names) > MAX_JOINTS or len(msg.points) > MAX_POINTS:
+        return f"{len(names)} joint names / {len(msg.points)} points (max {MAX_JOINTS} / {MAX_POINTS})"
     unknown = [n for n in names if n not in known]
     if unknown:
         return f"unknown joint(s) {unknown}; this controller has {known}"
@@ -181,11 +229,12 @@ class SimNode(Node):
         n = len(grip.joint_names)
         lo, hi = grip.position_bounds
         self._grip_limits = (list(grip.joint_names), [lo] * n, [hi] * n)
-        self.create_subscription(JointTrajectory, ctrl.arm_topic, self._on_arm, RELIABLE)
-        self.create_subscription(JointTrajectory, ctrl.gripper_topic, self._on_gripper, RELIABLE)
+        self.create_subscription(JointTrajectory, ctrl.arm_topic, guarded(self, self._on_arm), RELIABLE)
+        self.create_subscription(JointTrajectory, ctrl.gripper_topic, guarded(self, self._on_gripper), RELIABLE)
         # forward_position_controller: one position per arm joint, applied at once.
-        self.create_subscription(Float64MultiArray, ctrl.forward_position_topic, self._on_forward, RELIABLE)
-        self.create_service(SimControl, CONTROL_SERVICE, self._on_control)
+        self.create_subscription(Float64MultiArray, ctrl.forward_position_topic, guarded(self, self._on_forward),
+                                 RELIABLE)
+        self.create_service(SimControl, CONTROL_SERVICE, guarded_service(self, self._on_control))
         self.renderer = None
         if self.camera_names:
             from harness_nodes.sim.render_worker import RenderWorker
@@ -194,6 +243,7 @@ class SimNode(Node):
             except Exception as exc:   # degrade: no cameras rather than no sim
                 self.get_logger().error(f"camera render worker failed, cameras disabled: {exc}")
         self.rejected = 0
+        self.callback_errors = Counter()
         self.measured_rtf = 0.0
         self._running = False
         self._thread = threading.Thread(target=self._run, name="sim_physics", daemon=True)
@@ -255,6 +305,7 @@ class SimNode(Node):
                 error = f"internal error: {exc!r}"
 
         if error is not None:
+            error = error[:500]
             self.rejected += 1
             self.get_logger().error(f"{controller}: rejected trajectory: {error}")
             self._diagnose(DiagnosticStatus.ERROR, f"sim: {controller}",
@@ -272,7 +323,7 @@ class SimNode(Node):
             res.success = False
             res.message = f"internal error: {exc!r}"
         level = DiagnosticStatus.OK if res.success else DiagnosticStatus.WARN
-        self._diagnose(level, "sim: control", f"command {req.command}: {res.message}")
+        self._diagnose(level, "sim: control", f"command {req.command}: {res.message}"[:500])
         if res.success:
             self.get_logger().info(f"/sim/control command {req.command}: {res.message}")
         else:
@@ -281,19 +332,19 @@ class SimNode(Node):
 
     def _control(self, req: SimControl.Request) -> str:
         w = self.world
-        if req.command == SimControl.Request.COMMAND_RESET:
-            scenario = req.scenario or w.scenario
-            if req.seed < 0:
-                raise ValueError(f"seed must be >= 0, got {req.seed}")
-            w.reset(scenario, req.seed)
-            return f"reset scenario '{scenario}' seed {req.seed}"
-        if req.command == SimControl.Request.COMMAND_MOVE_OBJECT:
-            pos, q = req.pose.position, req.pose.orientation
-            w.move_object(req.object_id, (pos.x, pos.y, pos.z), (q.x, q.y, q.z, q.w))
-            return f"moved {req.object_id}"
+        if req.command == SimControl.Request.COMMAND_RESET and req.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {req.seed}")
+        r = ControlRequest.from_msg(req)
+        if r.command == SimControl.Request.COMMAND_RESET:
+            scenario = r.scenario or w.scenario
+            w.reset(scenario, r.seed)
+            return f"reset scenario '{scenario}' seed {r.seed}"
+        if r.command == SimControl.Request.COMMAND_MOVE_OBJECT:
+            w.move_object(r.object_id, r.position, r.quaternion)
+            return f"moved {r.object_id}"
         if req.command == SimControl.Request.COMMAND_REMOVE_OBJECT:
-            w.remove_object(req.object_id)
-            return f"removed {req.object_id}"
+            w.remove_object(r.object_id)
+            return f"removed {r.object_id}"
         if req.command == SimControl.Request.COMMAND_INJECT_GRASP_SLIP:
             return f"{w.inject_grasp_slip()} slips out of the gripper"
         raise ValueError(f"unknown command {req.command}")
@@ -458,6 +509,8 @@ class SimNode(Node):
             "real_time_factor_target": self.params.real_time_factor,
             "real_time_factor_measured": f"{self.measured_rtf:.2f}",
             "rejected_trajectories": self.rejected,
+            "callback_errors": sum(self.callback_errors.values()),
+            "callback_errors_by_callback": dict(self.callback_errors),
             "scenario": self.world.scenario, "seed": self.world.seed})
 
 
@@ -470,28 +523,10 @@ def _pose(position, quaternion) -> Pose:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        node = SimNode()
-    except (ParameterError, FileNotFoundError, ValueError) as exc:
-        logger.error(f"invalid configuration: {exc}")
-        print(f"{NODE_NAME}: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    node.start()
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # The physics thread starts once the node exists and stops (joined, render worker closed,
+    # world disconnected) before the node is destroyed: one SIGINT, two or a SIGTERM exit 0.
+    return run_node(NODE_NAME, SimNode, args, on_start=lambda node: node.start() or 0,
+                    on_exit=SimNode.shutdown)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from pathlib import Path
 
 def serve(requests, results, robot: str, width: int, height: int) -> None:
     """Worker loop: recv {"snapshot", "cameras", "stamp"} -> send {"stamp", "images": {cam: ...}}."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us (EOF or None)
+    # The parent stops us (EOF or None), also when Ctrl-C / SIGTERM reach the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from harness_nodes.sim.world import SimWorld
 
     world = SimWorld(robot, image_width=width, image_height=height).connect()

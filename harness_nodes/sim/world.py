@@ -10,6 +10,10 @@ directly. Conventions:
   position motors. Before the first point the trajectory starts from the current desired state;
   after the last point the last point is held. A new trajectory replaces the old one from the
   current desired state (no jump). Joints the trajectory does not name hold their desired position.
+  A trajectory with an explicit start whose points all lie in the past is rejected, as the
+  controller does (executing it would be a jump faster than any joint limit).
+* `move_object` (the sim's /sim/control) refuses positions beyond `MOVE_LIMIT` and poses inside
+  the robot's base.
 * Gripper: the commanded gripper joints (description `gripper.joint_names`) each take
   `position_for_width(width)` (Panda: each finger width / 2; xArm: drive_joint 0.85 .. 0 rad);
   mimic joints are geared to the first commanded joint (PyBullet gear constraints), as the real
@@ -63,6 +67,8 @@ TABLE_SIZE = (1.4, 1.4, 0.04)   # m; top surface at z = 0
 TABLE_CENTRE_XY = (0.35, 0.0)
 FLOOR_Z = -0.75
 FINGER_FRICTION = 2.0
+MOVE_LIMIT = 5.0          # m per axis from the origin: where /sim/control may put an object
+BASE_PENETRATION = 0.002  # m: an object placed deeper than this into the robot's base is refused
 CUBE_FRICTION = 1.5
 SLIP_DURATION = 0.5       # s of sim time the fingers stop touching the slipping object
 ARM_POSITION_GAIN = 0.3   # PyBullet position-motor gains (unitless, 0..1)
@@ -471,6 +477,11 @@ class SimWorld:
                 i = index.get(name)
                 if i is not None and math.isfinite(q) and not (lower[i] - tol <= q <= upper[i] + tol):
                     return f"point {k}: {name} = {q:.4f} outside [{lower[i]:.4f}, {upper[i]:.4f}]"
+        if start_time is not None and points and math.isfinite(start_time) \
+                and start_time + points[-1].time_from_start < self.sim_time:
+            # As joint_trajectory_controller: executing it would be a jump faster than any limit.
+            return (f"all {len(points)} point(s) are in the past (trajectory ends at "
+                    f"{start_time + points[-1].time_from_start:.3f} s, sim time {self.sim_time:.3f} s)")
         try:
             tracker.set(joint_names, points, self.sim_time if start_time is None else start_time,
                         self.sim_time)
@@ -594,7 +605,8 @@ class SimWorld:
     # ------------------------------------------------------------------ perturbations
     def move_object(self, object_id: str, position: Sequence[float],
                     quaternion: Sequence[float] = (0, 0, 0, 1)) -> None:
-        """Teleport an object (at rest) to a pose. Raises KeyError / ValueError on bad input."""
+        """Teleport an object (at rest) to a pose. Raises KeyError / ValueError on bad input: not
+        finite, beyond MOVE_LIMIT, zero quaternion, or inside the robot's base (the object stays)."""
         body = self._body(object_id)
         pos = np.asarray(position, dtype=float)
         quat = np.asarray(quaternion, dtype=float)
@@ -604,11 +616,21 @@ class SimWorld:
         norm = float(np.linalg.norm(quat))
         if norm < 1e-6:
             raise ValueError("quaternion has zero norm")
+        if np.any(np.abs(pos) > MOVE_LIMIT):
+            raise ValueError(f"position {pos.tolist()} outside the cell (|x|, |y|, |z| <= {MOVE_LIMIT} m)")
         if object_id == self._slip_object():
             self._end_slip()
-        p.resetBasePositionAndOrientation(body, pos.tolist(), (quat / norm).tolist(),
-                                          physicsClientId=self.client)
-        p.resetBaseVelocity(body, (0, 0, 0), (0, 0, 0), physicsClientId=self.client)
+        c = self.client
+        old_pos, old_quat = p.getBasePositionAndOrientation(body, physicsClientId=c)
+        p.resetBasePositionAndOrientation(body, pos.tolist(), (quat / norm).tolist(), physicsClientId=c)
+        p.performCollisionDetection(physicsClientId=c)
+        inside = [pt for pt in p.getClosestPoints(body, self.robot, 0.0, physicsClientId=c)
+                  if pt[4] == -1 and pt[8] < -BASE_PENETRATION]
+        if inside:
+            p.resetBasePositionAndOrientation(body, old_pos, old_quat, physicsClientId=c)
+            raise ValueError(f"{object_id} at {pos.round(3).tolist()} would be inside the robot base "
+                             f"({-min(pt[8] for pt in inside) * 1000:.1f} mm deep)")
+        p.resetBaseVelocity(body, (0, 0, 0), (0, 0, 0), physicsClientId=c)
 
     def remove_object(self, object_id: str) -> None:
         """Take an object off the table: it is parked on the floor far from the cell."""
