@@ -31,6 +31,11 @@ def test_robot_stack_runs_no_simulation():
     assert "sim" not in names and "controller_router" in names
 
 
+def test_every_stack_publishes_the_robot_description_and_transforms():
+    for name, stack in load_stack_description().stacks.items():
+        assert "state_publisher" in [n.executable for n in stack.nodes], name
+
+
 def test_bringup_commands_match_the_stack():
     commands = build_commands("sim", "panda", True, ["sim.real_time_factor:=2.0", "seed:=3"])
     assert set(commands) == {n.name for n in load_stack_description().stack("sim").nodes}
