@@ -10,11 +10,10 @@ import sys
 import numpy as np
 import pinocchio as pin
 import pytest
-import yaml
 from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
 
-from harness_nodes.common.paths import resolve_config_file
+from harness_nodes.bringup.stack import node_parameters
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.router.kinematics import ArmKinematics
 from harness_nodes.state_publisher.core import (MAX_JOINTS_PER_MESSAGE, StatePublisherParameters,
@@ -99,7 +98,7 @@ def test_camera_frames_are_where_the_sim_renders_from(robot):
 def test_the_configured_scene_camera_is_the_sims():
     from harness_nodes.sim.world import SimWorld
 
-    params = yaml.safe_load(resolve_config_file("state_publisher.yaml").read_text())["state_publisher"]["ros__parameters"]
+    params = node_parameters("state_publisher.yaml", "state_publisher")
     assert tuple(params["scene_camera_eye"]) == SimWorld.SCENE_EYE
     assert tuple(params["scene_camera_target"]) == SimWorld.SCENE_TARGET
     assert tuple(params["wrist_camera_offset"]) == SimWorld.WRIST_OFFSET

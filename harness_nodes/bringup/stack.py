@@ -82,6 +82,17 @@ def load_stack_description(path: str | os.PathLike = "stack.yaml") -> StackDescr
         return StackDescription.model_validate(yaml.safe_load(f))
 
 
+def node_parameters(path: str | os.PathLike, node_name: str) -> dict:
+    """The `ros__parameters` a parameter file gives `node_name` in any namespace (its key is
+    `/**/<node>` so namespaced stacks get them too; a plain `<node>` key also counts)."""
+    with open(resolve_config_file(path)) as f:
+        data = yaml.safe_load(f) or {}
+    for key in (f"/**/{node_name}", node_name):
+        if key in data:
+            return data[key]["ros__parameters"]
+    raise KeyError(f"{path} has no parameters for node '{node_name}' (key /**/{node_name})")
+
+
 def new_run_directory() -> Path:
     """A directory of its own for one run of a stack: $ROS_HOME/robot_harness/runs/<time>-<pid>
     (ROS_HOME defaults to ~/.ros, as for ros2 launch's logs)."""

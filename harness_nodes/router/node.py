@@ -69,7 +69,7 @@ LATENCY_SAMPLES = 1000
 STATUS_NAME = "controller_router"
 # Viewpoint requests (perception's active viewpoint selection): a wrist-camera pose, executed when the
 # router is idle as an end-effector chunk with chunk_id = request_id (feedback on the feedback topic).
-VIEWPOINT_TOPIC = "/harness/viewpoint"
+VIEWPOINT_TOPIC = "harness/viewpoint"
 VIEWPOINT_CAMERA = "wrist"
 VIEWPOINT_SPEED = 0.15      # m/s of the tool for viewpoint moves
 VIEWPOINT_MIN_TIME = 1.5    # s

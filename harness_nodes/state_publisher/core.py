@@ -49,7 +49,7 @@ class StatePublisherParameters(BaseModel):
                                   description="m: robot root link in world_frame")
     base_rpy: list[float] = Field([0.0, 0.0, 0.0], min_length=3, max_length=3,
                                   description="rad: robot root link orientation in world_frame")
-    cameras: list[str] = Field(default_factory=lambda: list(CAMERAS), description=f"subset of {list(CAMERAS)}")
+    cameras: list[str] = Field(list(CAMERAS), description=f"subset of {list(CAMERAS)}")
     scene_camera_eye: list[float] = Field([1.3, 0.0, 0.9], min_length=3, max_length=3,
                                           description="m: scene camera position in world_frame")
     scene_camera_target: list[float] = Field([0.5, 0.0, 0.05], min_length=3, max_length=3,
