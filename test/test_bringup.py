@@ -36,6 +36,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
+    """Poll a process-table condition (no ROS to spin) until true or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
 @pytest.fixture
 def bringup(domain_id, tmp_path):
     log = open(tmp_path / "bringup.log", "w")
@@ -63,10 +73,7 @@ def test_sigterm_stops_every_node_cleanly(bringup, ros_node):
     assert len(kids) == len(load_stack_description().stack("sim").nodes), "one process per node"
     bringup.send_signal(signal.SIGTERM)
     assert bringup.wait(20) == 0
-    deadline = time.monotonic() + 5
-    while any(alive(k) for k in kids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(k) for k in kids), "node processes outlived the bringup"
+    assert wait_until(lambda: not any(alive(k) for k in kids), 5.0), "node processes outlived the bringup"
 
 
 def test_a_dying_node_stops_the_stack_with_an_error(bringup, ros_node):
@@ -75,8 +82,7 @@ def test_a_dying_node_stops_the_stack_with_an_error(bringup, ros_node):
     router = next(k for k in kids if "controller_router" in Path(f"/proc/{k}/cmdline").read_text())
     os.kill(router, signal.SIGKILL)
     assert bringup.wait(20) != 0
-    time.sleep(0.5)
-    assert not any(alive(k) for k in kids)
+    assert wait_until(lambda: not any(alive(k) for k in kids), 5.0), "node processes outlived the bringup"
 
 
 def test_unknown_stack_is_refused(domain_id):
