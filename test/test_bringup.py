@@ -53,6 +53,7 @@ def bringup(domain_id, tmp_path):
         [sys.executable, "-m", "harness_nodes.bringup.cli", "sim", "--use-sim-time",
          "-p", "sim.real_time_factor:=1.0", "-p", "sim.cameras:=[scene]"],
         env=ros_env(domain_id), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = tmp_path / "bringup.log"
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -82,6 +83,8 @@ def test_a_dying_node_stops_the_stack_with_an_error(bringup, ros_node):
     router = next(k for k in kids if "controller_router" in Path(f"/proc/{k}/cmdline").read_text())
     os.kill(router, signal.SIGKILL)
     assert bringup.wait(20) != 0
+    log = bringup.log_path.read_text()
+    assert "'controller_router' exited" in log and "robots: panda, xarm6" in log
     assert wait_until(lambda: not any(alive(k) for k in kids), 5.0), "node processes outlived the bringup"
 
 

@@ -87,6 +87,9 @@ def test_an_override_still_wins_over_the_per_run_store(tmp_path, monkeypatch):
     (["sim", "--robot", "nonexistent"], "unknown robot 'nonexistent'; robots: panda, xarm6"),
     (["sim", "--use-sim-time", "yes"], "use_sim_time:='yes' is not a boolean"),
     (["sim", "--namespace", "left arm"], "not a valid ROS namespace"),
+    (["sim", "-p", "use_sim_time:=yes"], "use_sim_time:='yes' is not a boolean"),
+    (["sim", "-p", "sim.gui:=on"], "gui:='on' is not a boolean"),
+    (["sim", "-p", "sim.robot:=ur5"], "unknown robot 'ur5'; robots: panda, xarm6"),
 ])
 def test_the_bringup_refuses_bad_arguments_before_starting_anything(args, expected):
     result = subprocess.run([sys.executable, "-m", "harness_nodes.bringup.cli", *args], cwd=REPO,

@@ -16,6 +16,7 @@ from harness_nodes.common.paths import resolve_config_file
 TRUE_SPELLINGS = ("true", "True", "1")
 FALSE_SPELLINGS = ("false", "False", "0")
 BOOLEAN_CHOICES = TRUE_SPELLINGS + FALSE_SPELLINGS
+BOOLEAN_PARAMETERS = ("use_sim_time", "gui")   # stack-wide switches given as launch arguments
 _NAMESPACE = re.compile(r"^/?([A-Za-z][A-Za-z0-9_]*)(/[A-Za-z][A-Za-z0-9_]*)*$")
 
 

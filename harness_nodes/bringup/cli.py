@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 
-from harness_nodes.bringup.arguments import (check_robot, normalize_namespace, parse_bool,
-                                             stack_failure_message)
+from harness_nodes.bringup.arguments import (BOOLEAN_PARAMETERS, check_robot, normalize_namespace,
+                                             parse_bool, stack_failure_message)
 from harness_nodes.bringup.stack import (load_stack_description, new_run_directory, node_command,
                                          per_run_parameters)
 
@@ -109,6 +109,12 @@ def build_commands(stack_name: str, robot: str | None, use_sim_time: bool | None
                    namespace: str = "") -> dict[str, list[str]]:
     stack = load_stack_description(stack_file).stack(stack_name)
     per_node = parse_overrides(overrides, [n.name for n in stack.nodes])
+    for values in per_node.values():     # -p robot:= / use_sim_time:= / gui:= are checked like the options
+        for key, value in values.items():
+            if key == "robot":
+                check_robot(value)
+            elif key in BOOLEAN_PARAMETERS:
+                parse_bool(key, value)
     if robot is not None:
         check_robot(robot)
     namespace = normalize_namespace(namespace)
