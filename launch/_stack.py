@@ -60,7 +60,7 @@ def _nodes(context):
             package=PACKAGE,
             executable=spec.executable,
             name=spec.name,
-            namespace=namespace,
+            namespace=namespace or None,   # None: no namespace of its own (a PushRosNamespace still applies)
             parameters=[*params, overrides],
             output="screen",
             emulate_tty=True,
