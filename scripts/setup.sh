@@ -60,7 +60,21 @@ if [ "$(cat "$VENV/.requirements.stamp" 2>/dev/null)" != "$req_stamp" ]; then
   echo "$req_stamp" > "$VENV/.requirements.stamp"
 fi
 
-# -- 2. colcon build of this package into the venv (interfaces via rosidl, nodes, launch, config)
+# -- 2. tf2_msgs/TFMessage: no registry ships tf2_msgs, so where none is importable (pip-only
+#       venv) build the wire-compatible definition in compat/ (a ROS 2 install has the real one)
+if ! "$VENV/bin/python" -c 'import tf2_msgs.msg' >/dev/null 2>&1; then
+  echo "setup: colcon build compat/tf2_msgs (no tf2_msgs importable)"
+  (
+    export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
+    unset PYTHONPATH
+    mkdir -p build
+    "$VENV/bin/colcon" --log-base build/log build --merge-install --install-base "$VENV" \
+      --build-base build --base-paths compat/tf2_msgs --event-handlers console_cohesion+ \
+      > build/colcon-tf2_msgs.log 2>&1 || { cat build/colcon-tf2_msgs.log >&2; exit 1; }
+  )
+fi
+
+# -- 3. colcon build of this package into the venv (interfaces via rosidl, nodes, launch, config)
 build_inputs=$( { ls msg/* srv/* action/* CMakeLists.txt package.xml; find harness_nodes launch config -type f -not -name '*.pyc' | sort; } )
 build_stamp=$( { echo "$req_stamp"; echo "$build_inputs"; sha256sum msg/* srv/* action/* CMakeLists.txt package.xml; } | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.build.stamp" 2>/dev/null)" != "$build_stamp" ] || [ ! -d build/robot_harness ]; then

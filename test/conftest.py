@@ -84,6 +84,15 @@ class NodeProcess:
         return self.proc.returncode
 
 
+@pytest.fixture(autouse=True)
+def private_ros_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own ROS_HOME (memory stores, per-run directories, logs), inherited by
+    the nodes it starts: no test reads or writes the user's $ROS_HOME."""
+    home = tmp_path_factory.mktemp("ros_home")
+    monkeypatch.setenv("ROS_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def domain_id() -> int:
     return _next_domain_id()

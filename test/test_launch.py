@@ -50,3 +50,15 @@ def test_sim_launch_publishes_joint_states():
         assert len(received[-1].name) == 9
     finally:
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("argument", ["robot:=nonexistent", "use_sim_time:=yes"])
+def test_bad_launch_arguments_exit_non_zero_naming_the_choices(argument):
+    import subprocess
+
+    result = subprocess.run(["ros2", "launch", str(LAUNCH_FILE), argument],
+                            env=dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID)),
+                            capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert ("panda" in output and "xarm6" in output) if "robot" in argument else "true" in output

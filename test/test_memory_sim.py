@@ -16,7 +16,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from conftest import matched, spin_until
 from harness_nodes.expert.plan import PickPlaceConfig, plan_pick_place, waypoint_times
-from robot_harness.msg import (ActionChunk, ExecutionFeedback, MemoryEvent, MemorySnapshot, ObjectObservation,
+from robot_harness.msg import (ActionChunk, ExecutionFeedback, MemoryEvent, MemoryFact, MemorySnapshot, ObjectObservation,
                                SceneObservation, SimGroundTruth)
 from robot_harness.srv import QueryMemory, SimControl
 
@@ -183,5 +183,5 @@ def test_pick_invalidates_and_moved_object_is_caught(start_node, ros_node, tmp_p
         [(e.event, e.subject, e.reason) for e in caught]
     facts = w.query("blue_cube")
     assert facts["visual/blue_cube"].pose.position.y == pytest.approx(-0.2, abs=0.01)   # observation wins
-    assert any(f.state == 3 for f in facts.values())                                   # old belief kept
+    assert any(f.state == MemoryFact.STATE_CONTRADICTED for f in facts.values())         # old belief kept
     assert memory.alive()

@@ -399,10 +399,9 @@ def test_monitor_gripper_not_responding_times_out(core_factory):
 
 # ---------------------------------------------------------------- config/router.yaml
 def test_router_yaml_lists_every_parameter_with_its_default():
-    import yaml
+    from harness_nodes.bringup.stack import node_parameters
     from harness_nodes.common.paths import resolve_config_file
-    with open(resolve_config_file("router.yaml")) as f:
-        values = yaml.safe_load(f)["controller_router"]["ros__parameters"]
+    values = node_parameters("router.yaml", "controller_router")
     fields = RouterParameters.model_fields
     assert set(values) == set(fields), (set(fields) - set(values), set(values) - set(fields))
     for name, info in fields.items():

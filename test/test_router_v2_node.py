@@ -3,6 +3,7 @@ lifecycle (autostart off refuses commands until activated), controller switch to
 position controller, and hypothesis-generated malformed commands at both command inputs."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from builtin_interfaces.msg import Duration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray
@@ -92,7 +94,7 @@ def test_lifecycle_without_autostart_and_controller_switch(start_node, ros_node)
     assert refused.failure == ExecutionFeedback.FAILURE_INACTIVE and "not active" in refused.message
     assert not arm.arm_msgs
     change = ros_node.create_client(ChangeState, "/controller_router/change_state")
-    for transition in (1, 3):       # configure, activate
+    for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
         req = ChangeState.Request()
         req.transition.id = transition
         assert call(ros_node, change, req).success
@@ -111,22 +113,26 @@ def test_lifecycle_without_autostart_and_controller_switch(start_node, ros_node)
     bad = call(ros_node, switch, SwitchController.Request(controller="nonsense"))
     assert not bad.success and "unknown" in bad.message
     fjt = call(ros_node, switch, SwitchController.Request(controller="follow_joint_trajectory"))
-    try:
-        import control_msgs  # noqa: F401
-    except ImportError:
+    if control_msgs_importable():
+        assert fjt.success and fjt.active == "follow_joint_trajectory", fjt.message
+        assert call(ros_node, switch, SwitchController.Request(controller="forward_position")).success
+    else:
         assert not fjt.success and "control_msgs" in fjt.message
     # deactivate: refuses with a clear reason
     req = ChangeState.Request()
-    req.transition.id = 4
+    req.transition.id = Transition.TRANSITION_DEACTIVATE
     assert call(ros_node, change, req).success
     refused = arm.send(joint_chunk([HOME + 0.02]))
     assert refused.failure == ExecutionFeedback.FAILURE_INACTIVE
 
 
-def test_follow_joint_trajectory_route_needs_control_msgs():
-    pytest.importorskip("control_msgs", reason="control_msgs is not installable from PyPI; real ROS 2 only")
+def control_msgs_importable() -> bool:
+    return importlib.util.find_spec("control_msgs") is not None
+
+
+def test_follow_joint_trajectory_route_is_offered_exactly_where_control_msgs_is_importable():
     from harness_nodes.router.node import control_msgs_available
-    assert control_msgs_available()
+    assert control_msgs_available() == control_msgs_importable()
 
 
 finite = st.floats(-3.0, 3.0)

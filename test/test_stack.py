@@ -7,7 +7,7 @@ import yaml
 from pydantic import ValidationError
 
 from harness_nodes.bringup.cli import build_commands, parse_overrides
-from harness_nodes.bringup.stack import StackDescription, load_stack_description
+from harness_nodes.bringup.stack import StackDescription, load_stack_description, node_parameters
 from harness_nodes.common.robot_description import load_robot_description
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,13 +22,17 @@ def test_every_stack_node_has_an_installed_executable_and_parameter_files():
         for node in stack.nodes:
             assert node.executable in installed, node.executable
             for f in node.parameter_files():
-                params = yaml.safe_load(f.read_text())
-                assert node.name in params and "ros__parameters" in params[node.name], f
+                assert isinstance(node_parameters(f, node.name), dict), f
 
 
 def test_robot_stack_runs_no_simulation():
     names = [n.name for n in load_stack_description().stack("robot").nodes]
     assert "sim" not in names and "controller_router" in names
+
+
+def test_every_stack_publishes_the_robot_description_and_transforms():
+    for name, stack in load_stack_description().stacks.items():
+        assert "state_publisher" in [n.executable for n in stack.nodes], name
 
 
 def test_bringup_commands_match_the_stack():
@@ -84,7 +88,7 @@ def test_real_arm_router_asks_for_realtime_scheduling_and_the_sim_router_does_no
         node = next(n for n in load_stack_description().stack(stack).nodes if n.name == "controller_router")
         merged: dict = {}
         for f in node.parameters:     # later files override earlier ones, as with --params-file
-            merged.update(yaml.safe_load(resolve_config_file(f).read_text())["controller_router"]["ros__parameters"])
+            merged.update(node_parameters(f, "controller_router"))
         return RouterParameters(**merged)
 
     assert router_parameters("robot").realtime_priority == 50

@@ -1,10 +1,13 @@
 """Start a stack from config/stack.yaml as separate node processes, without `ros2 launch`.
 
-    python -m harness_nodes.bringup.cli sim [--robot panda] [--use-sim-time] [-p node.param:=value]
+    python -m harness_nodes.bringup.cli sim [--robot panda] [--use-sim-time [true|false]]
+        [--namespace left] [-p node.param:=value]
 
 Every node is its own process with the parameter files the stack names (the same ones the launch
 files pass). SIGINT/SIGTERM are forwarded; if one node dies the others are stopped and the exit
-code says so. Children are tied to this process (PR_SET_PDEATHSIG) so none outlives it.
+code says so. Children are tied to this process (PR_SET_PDEATHSIG) so none outlives it. An
+unknown robot or a boolean spelled any other way than ROS accepts is refused before any node
+starts (exit 2, the allowed values named).
 """
 from __future__ import annotations
 
@@ -15,7 +18,10 @@ import subprocess
 import sys
 import time
 
-from harness_nodes.bringup.stack import load_stack_description, node_command
+from harness_nodes.bringup.arguments import (BOOLEAN_PARAMETERS, check_robot, normalize_namespace,
+                                             parse_bool, stack_failure_message)
+from harness_nodes.bringup.stack import (load_stack_description, new_run_directory, node_command,
+                                         per_run_parameters)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -43,8 +49,9 @@ def parse_overrides(items: list[str], node_names: list[str]) -> dict[str, dict[s
 
 
 class Bringup:
-    def __init__(self, commands: dict[str, list[str]], stop_timeout: float = 10.0):
+    def __init__(self, commands: dict[str, list[str]], stop_timeout: float = 10.0, robot: str = "panda"):
         self.commands = commands
+        self.robot = robot
         self.stop_timeout = stop_timeout
         self.procs: dict[str, subprocess.Popen] = {}
         self._stopping = False
@@ -82,7 +89,7 @@ class Bringup:
                 for name, proc in self.procs.items():
                     code = proc.poll()
                     if code is not None:
-                        print(f"[bringup] node '{name}' exited with code {code}; stopping the stack",
+                        print(f"[bringup] {stack_failure_message(name, code, self.robot)}",
                               file=sys.stderr, flush=True)
                         self.stop()
                         return code or 1
@@ -98,9 +105,20 @@ class Bringup:
 
 
 def build_commands(stack_name: str, robot: str | None, use_sim_time: bool | None,
-                   overrides: list[str], stack_file: str = "stack.yaml") -> dict[str, list[str]]:
+                   overrides: list[str], stack_file: str = "stack.yaml",
+                   namespace: str = "") -> dict[str, list[str]]:
     stack = load_stack_description(stack_file).stack(stack_name)
     per_node = parse_overrides(overrides, [n.name for n in stack.nodes])
+    for values in per_node.values():     # -p robot:= / use_sim_time:= / gui:= are checked like the options
+        for key, value in values.items():
+            if key == "robot":
+                check_robot(value)
+            elif key in BOOLEAN_PARAMETERS:
+                parse_bool(key, value)
+    if robot is not None:
+        check_robot(robot)
+    namespace = normalize_namespace(namespace)
+    run_dir = new_run_directory() if any(n.per_run_files for n in stack.nodes) else None
     commands = {}
     for node in stack.nodes:
         params: dict[str, object] = {}
@@ -108,8 +126,10 @@ def build_commands(stack_name: str, robot: str | None, use_sim_time: bool | None
             params["robot"] = robot
         if use_sim_time is not None:
             params["use_sim_time"] = use_sim_time
+        if run_dir is not None:
+            params.update(per_run_parameters(node, run_dir))
         params.update(per_node[node.name])
-        commands[node.name] = node_command(sys.executable, node, params)
+        commands[node.name] = node_command(sys.executable, node, params, namespace)
     return commands
 
 
@@ -117,18 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stack", help="stack name in config/stack.yaml, e.g. sim or robot")
     parser.add_argument("--robot", help="robot description name (config/robots/<robot>.yaml)")
-    parser.add_argument("--use-sim-time", dest="use_sim_time", action="store_true", default=None)
+    parser.add_argument("--use-sim-time", dest="use_sim_time", nargs="?", const="true", default=None,
+                        metavar="BOOL", help="follow /clock (true/false/True/False/1/0; bare flag = true)")
+    parser.add_argument("--namespace", default="",
+                        help="ROS namespace of every node and its relative names (e.g. left: /left/joint_states)")
     parser.add_argument("--stack-file", default="stack.yaml")
     parser.add_argument("-p", dest="overrides", action="append", default=[],
                         metavar="[NODE.]PARAM:=VALUE")
     args = parser.parse_args(argv)
     try:
-        commands = build_commands(args.stack, args.robot, args.use_sim_time, args.overrides,
-                                  args.stack_file)
+        use_sim_time = None if args.use_sim_time is None else parse_bool("use_sim_time", args.use_sim_time)
+        commands = build_commands(args.stack, args.robot, use_sim_time, args.overrides,
+                                  args.stack_file, args.namespace)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"[bringup] {exc}", file=sys.stderr)
         return 2
-    return Bringup(commands).run()
+    return Bringup(commands, robot=args.robot or "panda").run()
 
 
 if __name__ == "__main__":

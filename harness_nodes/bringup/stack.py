@@ -6,6 +6,7 @@ installs) and the pip-only bringup command, so the two ways of starting the harn
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,18 @@ class NodeSpec(BaseModel):
     name: str = Field(min_length=1)
     executable: str = Field(min_length=1)
     parameters: list[str] = []
+    # parameter name -> file name: the parameter is set to that file in a directory made fresh for
+    # each run of the stack (e.g. the memory store of a simulated world, which must not carry
+    # beliefs over from earlier runs of other worlds)
+    per_run_files: dict[str, str] = {}
+
+    @field_validator("per_run_files")
+    @classmethod
+    def _plain_file_names(cls, files: dict[str, str]) -> dict[str, str]:
+        for param, name in files.items():
+            if not name or "/" in name or name in (".", ".."):
+                raise ValueError(f"per_run_files.{param}: '{name}' must be a plain file name")
+        return files
 
     @field_validator("name", "executable")
     @classmethod
@@ -69,6 +82,38 @@ def load_stack_description(path: str | os.PathLike = "stack.yaml") -> StackDescr
         return StackDescription.model_validate(yaml.safe_load(f))
 
 
+def node_parameters(path: str | os.PathLike, node_name: str) -> dict:
+    """The `ros__parameters` a parameter file gives `node_name` in any namespace (its key is
+    `/**/<node>` so namespaced stacks get them too; a plain `<node>` key also counts)."""
+    with open(resolve_config_file(path)) as f:
+        data = yaml.safe_load(f) or {}
+    for key in (f"/**/{node_name}", node_name):
+        if key in data:
+            return data[key]["ros__parameters"]
+    raise KeyError(f"{path} has no parameters for node '{node_name}' (key /**/{node_name})")
+
+
+def new_run_directory() -> Path:
+    """A directory of its own for one run of a stack: $ROS_HOME/robot_harness/runs/<time>-<pid>
+    (ROS_HOME defaults to ~/.ros, as for ros2 launch's logs)."""
+    ros_home = Path(os.environ.get("ROS_HOME") or Path.home() / ".ros")
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+    run_dir = ros_home / PACKAGE_NAME / "runs" / f"{stamp}-{os.getpid()}"
+    suffix = 0
+    while True:
+        candidate = run_dir if suffix == 0 else run_dir.with_name(f"{run_dir.name}-{suffix}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            suffix += 1
+
+
+def per_run_parameters(node: NodeSpec, run_dir: Path) -> dict[str, str]:
+    """The node's per-run file parameters, pointing into this run's directory."""
+    return {param: str(run_dir / name) for param, name in node.per_run_files.items()}
+
+
 def find_executable(executable: str) -> Path:
     """`lib/<package>/<executable>` in the first ament prefix that has it, as launch_ros looks."""
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
@@ -89,9 +134,12 @@ def ros_value(value) -> str:
     return str(value)
 
 
-def node_command(python: str, node: NodeSpec, overrides: dict[str, object]) -> list[str]:
-    """The command line that starts one node of the stack, as `ros2 launch` would."""
+def node_command(python: str, node: NodeSpec, overrides: dict[str, object], namespace: str = "") -> list[str]:
+    """The command line that starts one node of the stack, as `ros2 launch` would; `namespace`
+    ('' or e.g. '/left') pushes the node and its relative topic and service names into it."""
     cmd = [python, str(find_executable(node.executable)), "--ros-args", "-r", f"__node:={node.name}"]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
     for f in node.parameter_files():
         cmd += ["--params-file", str(f)]
     for key, value in overrides.items():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PACKAGE_NAME = "robot_harness"
@@ -9,10 +10,14 @@ _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def config_dir() -> Path:
-    """The package's config/ folder: the source tree's when run from it, else the installed share."""
+    """The package's config/ folder: the source tree's when run from it, else the installed share
+    (pip install: <prefix>/share/robot_harness/config; colcon: the ament index)."""
     source = _SOURCE_ROOT / "config"
     if (source / "stack.yaml").is_file():
         return source
+    pip_installed = Path(sys.prefix) / "share" / PACKAGE_NAME / "config"   # `pip install .` (setup.py)
+    if (pip_installed / "stack.yaml").is_file():
+        return pip_installed
     try:
         from ament_index_python.packages import get_package_share_directory
 

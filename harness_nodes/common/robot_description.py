@@ -157,11 +157,11 @@ class ControllerTopics(_Strict):
     arm_topic), forward_position (std_msgs/Float64MultiArray on forward_position_topic, streamed)
     or follow_joint_trajectory (control_msgs action at follow_joint_trajectory_action)."""
     type: str = Field("joint_trajectory", pattern="^(joint_trajectory|forward_position|follow_joint_trajectory)$")
-    arm_topic: str = "/arm_controller/joint_trajectory"
-    gripper_topic: str = "/gripper_controller/joint_trajectory"
-    joint_states_topic: str = "/joint_states"
-    forward_position_topic: str = "/forward_position_controller/commands"
-    follow_joint_trajectory_action: str = "/arm_controller/follow_joint_trajectory"
+    arm_topic: str = "arm_controller/joint_trajectory"
+    gripper_topic: str = "gripper_controller/joint_trajectory"
+    joint_states_topic: str = "joint_states"
+    forward_position_topic: str = "forward_position_controller/commands"
+    follow_joint_trajectory_action: str = "arm_controller/follow_joint_trajectory"
 
 
 class ToolFrame(_Strict):

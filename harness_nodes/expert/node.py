@@ -27,9 +27,9 @@ from harness_nodes.common.params import ParameterError, declare_and_load
 from harness_nodes.expert.plan import Phase, PickPlaceConfig, plan_pick_place, waypoint_times
 from robot_harness.msg import ActionChunk, ExecutionFeedback, SimGroundTruth
 
-COMMAND_TOPIC = "/harness/command"
-FEEDBACK_TOPIC = "/harness/execution"
-GROUND_TRUTH_TOPIC = "/sim/ground_truth"
+COMMAND_TOPIC = "harness/command"
+FEEDBACK_TOPIC = "harness/execution"
+GROUND_TRUTH_TOPIC = "sim/ground_truth"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 STATUS_NAMES = {v: k[len("STATUS_"):].lower() for k, v in vars(ExecutionFeedback).items()

@@ -22,18 +22,18 @@ class MemoryParameters(BaseModel):
                                     description="frames accepted for observation poses (all = world), "
                                                 "besides the robot's base frame, always accepted")
     # topics and services
-    observation_topic: str = Field("/harness/observations", min_length=1)
-    execution_topic: str = Field("/harness/execution", min_length=1)
-    command_topic: str = Field("/harness/command", min_length=1)
-    snapshot_topic: str = Field("/harness/memory", min_length=1)
-    events_topic: str = Field("/harness/memory/events", min_length=1)
-    markers_topic: str = Field("/harness/memory/markers", min_length=1)
-    recheck_topic: str = Field("/harness/memory/recheck", min_length=1)
-    service_prefix: str = Field("/harness/memory", min_length=1,
+    observation_topic: str = Field("harness/observations", min_length=1)
+    execution_topic: str = Field("harness/execution", min_length=1)
+    command_topic: str = Field("harness/command", min_length=1)
+    snapshot_topic: str = Field("harness/memory", min_length=1)
+    events_topic: str = Field("harness/memory/events", min_length=1)
+    markers_topic: str = Field("harness/memory/markers", min_length=1)
+    recheck_topic: str = Field("harness/memory/recheck", min_length=1)
+    service_prefix: str = Field("harness/memory", min_length=1,
                                 description="services <prefix>/{query,assert,latent/store,latent/fetch}")
     cameras: list[str] = Field(default_factory=lambda: ["scene", "wrist"],
                                description="cameras whose camera_info and depth feed negative evidence")
-    camera_topic_prefix: str = Field("/cameras", min_length=1)
+    camera_topic_prefix: str = Field("cameras", min_length=1)
     # persistence
     persist: bool = Field(True, description="keep facts in SQLite (WAL)")
     db_path: str = Field("", description="SQLite file; empty = $ROS_HOME/robot_harness/memory.sqlite")

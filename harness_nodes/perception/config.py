@@ -19,13 +19,13 @@ class PerceptionParameters(BaseModel):
     robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml (IK for viewpoints)")
     world_frame: str = Field("world", min_length=1)
     cameras: list[str] = Field(default_factory=lambda: ["scene", "wrist"], min_length=1)
-    camera_topic_prefix: str = "/cameras"
+    camera_topic_prefix: str = "cameras"
     movable_camera: str = Field("wrist", description="camera on the arm; not in `cameras` = no viewpoint selection")
-    observation_topic: str = "/harness/observations"
-    memory_topic: str = "/harness/memory"
-    recheck_topic: str = "/harness/memory/recheck"
-    viewpoint_topic: str = "/harness/viewpoint"
-    execution_topic: str = "/harness/execution"
+    observation_topic: str = "harness/observations"
+    memory_topic: str = "harness/memory"
+    recheck_topic: str = "harness/memory/recheck"
+    viewpoint_topic: str = "harness/viewpoint"
+    execution_topic: str = "harness/execution"
     # objects: parallel lists (ROS parameters cannot be nested)
     object_ids: list[str] = Field(default_factory=lambda: ["red_cube", "green_cube", "blue_cube"], min_length=1)
     object_hues: list[float] = Field(default_factory=lambda: [0.0, 125.0, 229.0],

@@ -129,7 +129,7 @@ GIL_SWITCH_INTERVAL = 0.0005        # s: the executor thread gets the interprete
 STATUS_NAME = "controller_router"
 # Viewpoint requests (perception's active viewpoint selection): a wrist-camera pose, executed when the
 # router is idle (no chunk, no stream) as an end-effector chunk with chunk_id = request_id.
-VIEWPOINT_TOPIC = "/harness/viewpoint"
+VIEWPOINT_TOPIC = "harness/viewpoint"
 VIEWPOINT_CAMERA = "wrist"
 VIEWPOINT_SPEED = 0.15      # m/s of the tool for viewpoint moves
 VIEWPOINT_MIN_TIME = 1.5    # s

@@ -58,8 +58,8 @@ from robot_harness.srv import SimControl
 
 NODE_NAME = "sim"
 WORLD_FRAME = "world"
-GROUND_TRUTH_TOPIC = "/sim/ground_truth"
-CONTROL_SERVICE = "/sim/control"
+GROUND_TRUTH_TOPIC = "sim/ground_truth"
+CONTROL_SERVICE = "sim/control"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 MAX_LAG = 0.25   # wall s behind schedule before the sim gives up catching up
@@ -217,7 +217,7 @@ class SimNode(Node):
         self.camera_names = list(prm.cameras) if prm.camera_rate > 0 else []
         self.cam_pubs = {}
         for cam in self.camera_names:
-            base = f"/cameras/{cam}"
+            base = f"cameras/{cam}"
             self.cam_pubs[cam] = {
                 "image": self.create_publisher(Image, f"{base}/image_raw", qos_profile_sensor_data),
                 "depth": self.create_publisher(Image, f"{base}/depth", qos_profile_sensor_data),
