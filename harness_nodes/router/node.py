@@ -1004,17 +1004,17 @@ class ControllerRouter(LifecycleNode):
 
 
 def _install_shutdown_hold(node: ControllerRouter) -> None:
-    """SIGINT/SIGTERM: hold the arm while the middleware is still up, then leave spin() as on
-    Ctrl-C (run_node's KeyboardInterrupt path: on_exit, destroy, exit code 0)."""
-    signalled = []
+    """SIGINT/SIGTERM: hold the arm at once, while the middleware is still up, then hand the signal
+    to run_node's handler, which stops the spin loop (on_exit, destroy, exit code 0)."""
+    previous = {}
 
-    def on_signal(signum, _frame):
+    def on_signal(signum, frame):
         node.shutdown_hold(f"router shutting down ({signal.Signals(signum).name})")
-        if not signalled:          # a second signal while going down changes nothing
-            signalled.append(signum)
-            raise KeyboardInterrupt
+        handler = previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+        previous[sig] = signal.signal(sig, on_signal)
 
 
 def _on_start(node: ControllerRouter) -> int:
