@@ -23,6 +23,7 @@ from harness_nodes.world_model.surprise import SurpriseTracker
 from harness_nodes.world_model.training import auroc, conformal_threshold, train
 from harness_nodes.world_model.weights import TRAIN_COMMAND, WeightsError, load_model, save_model
 
+torch.set_num_threads(1)      # tiny matmuls: more threads only contend (10x slower on a loaded 2-core box)
 DOWN = [1.0, 0.0, 0.0, 0.0]   # tool pointing down (x, y, z, w)
 CONFIG = WorldModelConfig()
 DESC = load_robot_description("panda")

@@ -132,19 +132,20 @@ class WorldModelEnsemble(nn.Module):
         """state (D,), actions (N, H, A) (padded), steps (N,) valid steps per candidate (default H).
         Returns per candidate: end state (N, D, member mean), progress (N,), failure probability
         (N,), failure std across members (N,), uncertainty (N,) in m, per-flag probability (N, 4),
-        and the end state of each member (E, N, D)."""
+        and the end state of each member (E, N, D). A rollout's failure probability is, per member,
+        the largest per-step flag probability (the per-step heads are trained with up-weighted
+        failures, so compounding them over steps would saturate), averaged over members."""
         n, h, _ = actions.shape
         e = self.shape.members
         steps = torch.full((n,), h) if steps is None else steps
         s = state.expand(e, n, -1).clone()
-        survive = torch.ones(e, n, len(FAILURE_FLAGS))
+        flag_p = torch.zeros(e, n, len(FAILURE_FLAGS))
         for t in range(h):
             nxt, logits = self.next(s, actions[:, t])
             active = (t < steps).view(1, n, 1)
             s = torch.where(active, nxt, s)
-            survive = survive * torch.where(active, 1 - torch.sigmoid(logits), torch.ones_like(logits))
-        flag_p = 1 - survive                                    # (E, N, 4)
-        fail_member = 1 - survive.prod(-1)                      # (E, N)
+            flag_p = torch.maximum(flag_p, torch.sigmoid(logits) * active)
+        fail_member = flag_p.amax(-1)                           # (E, N): the likeliest failure of any step
         xyz = s[..., self.object_xyz].unflatten(-1, (self.shape.n_slots, 3))
         present = s[0][..., self.layout.field_index(9)]         # (N, K)
         spread = xyz.std(0).norm(dim=-1)                        # (N, K)
