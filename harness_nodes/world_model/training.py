@@ -63,8 +63,11 @@ def fit_normalisation(model: WorldModelEnsemble, data: dict) -> None:
     model.feature_mean.zero_()
     model.feature_std.fill_(1.0)
     f = model.encode(s, a)
+    std = f.std(0)
     model.feature_mean.copy_(f.mean(0))
-    model.feature_std.copy_(f.std(0).clamp_min(1e-3))
+    # A feature constant in the data (e.g. one scenario never moves an object) must not turn a
+    # small change at run time into a huge input: it keeps its scale.
+    model.feature_std.copy_(torch.where(std < 1e-3, torch.ones_like(std), std))
     model.delta_mean.copy_(d.mean(0))
     model.delta_std.copy_(d.std(0).clamp_min(1e-4))
 
@@ -76,7 +79,11 @@ def train(data: dict, shape: EnsembleShape, seed: int = 0, iterations: int = 300
     rng = np.random.default_rng(seed)
     model = WorldModelEnsemble(shape)
     fit_normalisation(model, data)
-    s = torch.as_tensor(data["states"], dtype=torch.float32)
+    s = torch.as_tensor(data["states"], dtype=torch.float32).clone()
+    # Training rollouts know every object for sure; memory's confidence varies: train on random
+    # confidences so the model does not read anything into them.
+    conf, present = model.layout.field_index(7), model.layout.field_index(9)
+    s[:, conf] = torch.as_tensor(rng.uniform(0.2, 1.0, (len(s), len(conf))), dtype=torch.float32) * s[:, present]
     a = torch.as_tensor(data["actions"], dtype=torch.float32)
     target = (torch.as_tensor(data["next_states"] - data["states"], dtype=torch.float32)
               - model.delta_mean) / model.delta_std
