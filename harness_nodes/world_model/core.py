@@ -166,7 +166,7 @@ class WorldModelCore:
                         use["physics"] += len(doubtful)
         sel = select([r.progress for r in results], [r.uncertainty for r in results],
                      [r.failure_score for r in results], [r.violations for r in results],
-                     self.threshold, self.config.uncertainty_penalty)
+                     self.threshold, self.config.uncertainty_penalty, [r.failure_probability for r in results])
         for r, why in zip(results, sel.reasons):
             if why and not r.violations:
                 r.violations.append(f"vetoed: {why}")

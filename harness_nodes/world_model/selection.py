@@ -1,6 +1,8 @@
 """Choosing among rolled-out candidates: best-of-N with a veto, and CEM refinement.
 
-* value = expected progress - uncertainty_penalty * uncertainty (m of ensemble disagreement);
+* value = expected progress - uncertainty_penalty * uncertainty (m of ensemble disagreement), where
+  expected progress = predicted progress x (1 - failure probability): a risky candidate is worth
+  less even below the veto threshold;
 * veto when any violation is predicted or the failure score exceeds the threshold, which training
   calibrates by split-conformal prediction on successful rollouts (a successful candidate is
   vetoed with probability <= alpha);
@@ -26,10 +28,12 @@ class Selection:
 
 
 def select(progress: Sequence[float], uncertainty: Sequence[float], failure_score: Sequence[float],
-           violations: Sequence[Sequence[str]], threshold: float, uncertainty_penalty: float) -> Selection:
-    progress = np.asarray(progress, dtype=float)
-    values = progress - uncertainty_penalty * np.asarray(uncertainty, dtype=float)
+           violations: Sequence[Sequence[str]], threshold: float, uncertainty_penalty: float,
+           failure_probability: Sequence[float] | None = None) -> Selection:
     score = np.asarray(failure_score, dtype=float)
+    p_fail = np.clip(np.asarray(score if failure_probability is None else failure_probability, dtype=float), 0, 1)
+    progress = np.asarray(progress, dtype=float) * (1.0 - p_fail)
+    values = progress - uncertainty_penalty * np.asarray(uncertainty, dtype=float)
     reasons = []
     for i in range(len(progress)):
         if violations[i]:
