@@ -132,24 +132,28 @@ def test_cem_refinement_improves_on_the_proposals():
 
 
 # -- tiny training and weights
-def tiny_data(n=600, seed=0):
-    """Synthetic transitions: the tool moves to its target, the target cube follows when held."""
+def tiny_data(n=600, seed=0, episode_length=10):
+    """Synthetic episodes: the tool moves to each step's target; targets below -0.1 m 'collide'."""
     rng = np.random.default_rng(seed)
     layout = StateLayout(7, slot_order(CONFIG.subjects, "red_cube"))
-    s = rng.normal(0, 0.1, (n, layout.dim))
+    s = np.zeros((n, layout.dim))
     a = rng.normal(0, 0.1, (n, 12))
-    nxt = s.copy()
-    nxt[:, layout.ee_position] = a[:, :3]
+    nxt = np.zeros_like(s)
+    for i in range(n):
+        s[i] = rng.normal(0, 0.1, layout.dim) if i % episode_length == 0 else nxt[i - 1]
+        nxt[i] = s[i]
+        nxt[i, layout.ee_position] = a[i, :3]
     flags = np.zeros((n, 4))
-    flags[:, 1] = a[:, 2] < -0.1                  # "collision" below the table
-    return {"states": s, "actions": a, "next_states": nxt, "flags": flags}, layout
+    flags[:, 1] = a[:, 2] < -0.1
+    return {"states": s, "actions": a, "next_states": nxt, "flags": flags,
+            "episode": np.arange(n) // episode_length}, layout
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
     data, _ = tiny_data()
     model, fit = train(data, EnsembleShape(7, len(CONFIG.subjects), members=5, hidden=32), seed=0,
-                       iterations=150, show_progress=False)
+                       iterations=150, show_progress=False, unroll=2)
     return model, fit, data
 
 

@@ -73,8 +73,10 @@ def fit_normalisation(model: WorldModelEnsemble, data: dict) -> None:
 
 
 def train(data: dict, shape: EnsembleShape, seed: int = 0, iterations: int = 3000, batch: int = 256,
-          lr: float = 2e-3, show_progress: bool = True) -> tuple[WorldModelEnsemble, dict]:
-    """Fit every member on its own bootstrap batches (one-step deltas + failure flags)."""
+          lr: float = 2e-3, show_progress: bool = True, unroll: int = 1) -> tuple[WorldModelEnsemble, dict]:
+    """Fit every member on its own bootstrap batches: state deltas and failure flags, with the
+    state loss over `unroll` steps of the member's own predictions (open-loop error compounds;
+    training on it reduces it). Data without episode indices trains one step at a time."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = WorldModelEnsemble(shape)
@@ -85,22 +87,31 @@ def train(data: dict, shape: EnsembleShape, seed: int = 0, iterations: int = 300
     conf, present = model.layout.field_index(7), model.layout.field_index(9)
     s[:, conf] = torch.as_tensor(rng.uniform(0.2, 1.0, (len(s), len(conf))), dtype=torch.float32) * s[:, present]
     a = torch.as_tensor(data["actions"], dtype=torch.float32)
-    target = (torch.as_tensor(data["next_states"] - data["states"], dtype=torch.float32)
-              - model.delta_mean) / model.delta_std
+    nxt_true = torch.as_tensor(data["next_states"], dtype=torch.float32)
     flags = torch.as_tensor(data["flags"], dtype=torch.float32)
     rate = flags.mean(0).clamp(1e-3, 0.5)
     pos_weight = ((1 - rate) / rate).sqrt()          # rare failures weigh more, not fully rebalanced
-    features = model.encode(s, a)
+    n = len(s)
+    if "episode" not in data:
+        unroll = 1
+    ep = np.asarray(data.get("episode", np.zeros(n)))
+    starts = np.flatnonzero([i + unroll <= n and ep[i + unroll - 1] == ep[i] for i in range(n)])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
     bar = Progress(iterations, "training") if show_progress else None
-    n = len(s)
     losses = []
     for it in range(iterations):
-        idx = torch.as_tensor(rng.integers(0, n, size=(shape.members, batch)))
-        pred, logits = model(features[idx])
-        state_loss = ((pred - target[idx]) ** 2).mean()
-        flag_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, flags[idx], pos_weight=pos_weight)
+        idx = torch.as_tensor(starts[rng.integers(0, len(starts), size=(shape.members, batch))])
+        state = s[idx]
+        state_loss = flag_loss = 0.0
+        for k in range(unroll):
+            delta, logits = model(model.encode(state, a[idx + k]))
+            pred = torch.where(model.kept, state, state + delta * model.delta_std + model.delta_mean)
+            err = ((pred - nxt_true[idx + k]) / model.delta_std)[..., ~model.kept]   # kept: copied, not predicted
+            state_loss = state_loss + (err ** 2).mean() / unroll
+            flag_loss = flag_loss + torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, flags[idx + k], pos_weight=pos_weight) / unroll
+            state = pred
         loss = state_loss + flag_loss
         opt.zero_grad()
         loss.backward()
@@ -195,7 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--calibration-episodes", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--iterations", type=int, default=4000)
+    ap.add_argument("--iterations", type=int, default=3000)
+    ap.add_argument("--unroll", type=int, default=3, help="steps of open-loop state loss")
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2)
@@ -215,7 +227,7 @@ def main(argv=None) -> int:
     t_data = time.monotonic() - t0
     shape = EnsembleShape(n_joints=n_joints, n_slots=len(config.subjects), members=args.members,
                           hidden=args.hidden, tray_slot=config.subjects.index(config.tray_subject))
-    model, fit = train(data, shape, args.seed, args.iterations)
+    model, fit = train(data, shape, args.seed, args.iterations, unroll=args.unroll)
     scores, failed = window_scores(model, calib)
     threshold = conformal_threshold(scores[~failed], args.alpha)
     metrics = dict(fit, calibration_windows=int(len(scores)), calibration_failures=int(failed.sum()),
@@ -230,7 +242,7 @@ def main(argv=None) -> int:
                      "failure_rates": dict(zip(FAILURE_FLAGS, np.round(data["flags"].mean(0), 4).tolist())),
                      "generator": "harness_nodes.expert.rollouts (expert, perturbed expert, random; "
                                   "nominal and obstacle scenarios)"},
-            "veto_threshold": round(threshold, 6), "veto_alpha": args.alpha,
+            "unroll": args.unroll, "veto_threshold": round(threshold, 6), "veto_alpha": args.alpha,
             "calibration_horizon": CALIBRATION_HORIZON, "metrics": metrics}
     save_model(model, Path(args.out), meta)
     print(json.dumps({"out": args.out, **metrics, "veto_threshold": meta["veto_threshold"]}))
