@@ -124,7 +124,9 @@ class WorldModelNode(Node):
         self.core = WorldModelCore(config, description, model, meta, physics, prm.backend, prm.auto_uncertainty,
                                    prm.auto_margin, prm.physics_max_candidates)
         self.surprise = SurpriseTracker(prm.surprise_floor, prm.surprise_threshold)
-        self.lock = threading.Lock()           # core and surprise state: service thread vs subscriptions
+        # The core is used only by the service (its own mutually exclusive group); the surprise
+        # tracker is shared with the subscriptions and held only for a few microseconds.
+        self.lock = threading.Lock()
         self.latest_joint_state: tuple[JointState, float] | None = None
         self.latest_facts: list[dict] = []
         self.latencies: deque = deque(maxlen=500)
@@ -194,14 +196,14 @@ class WorldModelNode(Node):
             age = self.now() - stamp if stamp > 0 else float("inf")
         facts = [fact_dict(f) for f in request.facts[:MAX_FACTS]] if len(request.facts) else list(self.latest_facts)
         candidates = [chunk_input(c) for c in request.candidates]
-        with self.lock:
-            ev = self.core.evaluate(request.goal[:1000], list(js.name), list(js.position), facts, candidates,
-                                    state_age=age, max_state_age=self.params.max_state_age)
-            if ev.success:
-                layout_slots = self.core.config.subjects
-                for chunk, r in zip(candidates, ev.results):
-                    if r.backend != "rejected" and isinstance(chunk.chunk_id, str) and chunk.chunk_id:
-                        self.surprise.predicted(chunk.chunk_id[:200], self._positions(request.goal, r.state), r.uncertainty)
+        ev = self.core.evaluate(request.goal[:1000], list(js.name), list(js.position), facts, candidates,
+                                state_age=age, max_state_age=self.params.max_state_age)
+        if ev.success:
+            predicted = [(c.chunk_id[:200], self._positions(request.goal, r.state), r.uncertainty)
+                         for c, r in zip(candidates, ev.results) if r.backend != "rejected" and c.chunk_id]
+            with self.lock:
+                for chunk_id, positions, uncertainty in predicted:
+                    self.surprise.predicted(chunk_id, positions, uncertainty)
         response.success, response.message, response.best_index = ev.success, ev.message[:1000], int(ev.best_index)
         stamp = self.get_clock().now().to_msg()
         for chunk, r in zip(request.candidates, ev.results):
