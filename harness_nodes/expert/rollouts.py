@@ -15,7 +15,6 @@ unreachable).
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing as mp
 import sys
 import time
@@ -29,7 +28,7 @@ from harness_nodes.expert.plan import PickPlaceConfig, plan_pick_place, top_down
 from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
 from harness_nodes.router.validation import ChunkInput, GripperCommand, Rejection
 from harness_nodes.sim.world import CUBE_IDS, OBSTACLE_ID, TRAY_ID, SimWorld, TrajectoryPoint
-from harness_nodes.world_model.actions import ChunkStepper, StepPlan
+from harness_nodes.world_model.actions import ChunkStepper, matrix_to_quat
 from harness_nodes.world_model.configuration_world_model import WorldModelConfig
 from harness_nodes.world_model.progress import Progress
 from harness_nodes.world_model.state import Belief, ObjectBelief, StateLayout, build_state, slot_order
@@ -83,7 +82,6 @@ class RolloutRecorder:
         reachable = True
         if joint_target is None:
             rot = np.stack([action[3:6], action[6:9], np.cross(action[3:6], action[6:9])], axis=1)
-            from harness_nodes.world_model.actions import matrix_to_quat
             result = self.kin.ik(pose_to_se3(action[:3], matrix_to_quat(rot)), w.arm.desired,
                                  max_iterations=60, tolerance=1e-3, extra_starts=1)
             reachable = result.position_error <= cfg.unreachable_error
