@@ -19,8 +19,8 @@ def test_obstacle_stands_beside_the_path_and_stays_put(world, seed):
     cube, _ = world.object_pose("red_cube")
     tray, _ = world.object_pose(TRAY_ID)
     obstacle, _ = world.object_pose(OBSTACLE_ID)
-    line = (tray - cube)[:2]
-    side = abs(np.cross(line / np.linalg.norm(line), (obstacle - cube)[:2]))
+    (lx, ly), (ox, oy) = (tray - cube)[:2] / np.linalg.norm((tray - cube)[:2]), (obstacle - cube)[:2]
+    side = abs(lx * oy - ly * ox)                               # distance from the line
     assert 0.04 <= side <= 0.08                                # beside the straight path, not on it
     lo, hi = world.tray_footprint()
     assert not (lo[0] - OBSTACLE_HALF[0] < obstacle[0] < hi[0] + OBSTACLE_HALF[0]
