@@ -62,8 +62,8 @@ class StopRequest:
         return self.event.is_set()
 
 
-def _spin(node, context, stop: StopRequest) -> None:
-    executor = SingleThreadedExecutor(context=context)
+def _spin(node, context, stop: StopRequest, make_executor: Callable | None) -> None:
+    executor = make_executor(context) if make_executor else SingleThreadedExecutor(context=context)
     executor.add_node(node)
     try:
         while not stop and context.ok():
@@ -74,8 +74,12 @@ def _spin(node, context, stop: StopRequest) -> None:
 
 def run_node(name: str, factory: Callable[[], "rclpy.node.Node"], args=None,
              on_start: Callable[[object], int] | None = None,
-             on_exit: Callable[[object], None] | None = None) -> int:
+             on_exit: Callable[[object], None] | None = None,
+             executor: Callable[[object], "rclpy.executors.Executor"] | None = None) -> int:
     """Run one node to completion and return the process exit code.
+
+    `executor(context)` makes the executor to spin with (default: single-threaded), e.g. a
+    MultiThreadedExecutor for a node whose heavy service runs in its own callback group.
 
     `on_start(node)` may return a non-zero code to stop before spinning (e.g. a failed lifecycle
     autostart); `on_exit(node)` runs before the node is destroyed, with the context still valid
@@ -103,7 +107,7 @@ def run_node(name: str, factory: Callable[[], "rclpy.node.Node"], args=None,
     try:
         code = on_start(node) if on_start else 0
         if code == 0 and not stop:
-            _spin(node, context, stop)
+            _spin(node, context, stop, executor)
     except ExternalShutdownException:
         pass
     finally:
