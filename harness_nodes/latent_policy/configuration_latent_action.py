@@ -19,7 +19,7 @@ class LatentActionConfig(BaseModel):
     num_tokens: int = Field(3, ge=1, le=8)
     code_dim: int = Field(16, ge=2, le=128)
     feature_dim: int = Field(128, ge=16, le=1024)
-    width: int = Field(32, ge=8, le=256, description="channels of the first conv layer")
+    width: int = Field(16, ge=4, le=256, description="channels of the first conv layer")
     prediction_size: int = Field(32, ge=8, le=256, description="side of the predicted later frame")
     commitment: float = Field(0.25, ge=0.0)
     dead_code_window: int = Field(50, ge=1, description="training steps between dead-code restarts")
@@ -51,7 +51,7 @@ class PolicyConfig(BaseModel):
 
     image_size: int = IMAGE_SIZE
     in_channels: int = 6
-    width: int = 32
+    width: int = 16
     feature_dim: int = 128
     state_dim: int = len(STATE_NAMES)
     objects: tuple[str, ...] = CUBE_IDS

@@ -90,6 +90,9 @@ class LatentActionModel(nn.Module):
             nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(32, c.in_channels, 4, 2, 1))
+        # the forward model starts as "nothing changes" (copy o_t) and learns the change from there
+        nn.init.zeros_(self.deconv[-1].weight)
+        nn.init.zeros_(self.deconv[-1].bias)
 
     def encode(self, before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inverse dynamics: (quantised latent (B, T, D), codes (B, T), pre-quantisation (B, T, D))."""
@@ -112,7 +115,9 @@ class LatentActionModel(nn.Module):
         straight = z + (q - z).detach()
         pred = self.predict(before, straight)
         target = self.small(after)
-        recon = F.mse_loss(pred, target)
+        # most pixels do not change between o_t and o_t+k: weight the ones that do
+        weight = 1.0 + 20.0 * (target - self.small(before)).abs().mean(dim=1, keepdim=True)
+        recon = (weight * (pred - target) ** 2).mean()
         vq = F.mse_loss(q, z.detach()) + self.config.commitment * F.mse_loss(z, q.detach())
         return recon + vq, {"recon": float(recon.detach()), "vq": float(vq.detach()), "codes": codes, "z": z.detach()}
 

@@ -42,16 +42,18 @@ def labelled_episodes(pairs: FramePairs, fraction: float | None, max_episodes: i
 
 def train_all(data: Path, out: Path | None, seed: int = 0, lam_steps: int = 1500, policy_steps: int = 1500,
               decoder_steps: int = 1500, label_fraction: float = 0.25, xarm6_demos: int = 50,
-              config: LatentActionConfig | None = None, progress: bool = True, command: str = "") -> dict:
+              config: LatentActionConfig | None = None, progress: bool = True, command: str = "",
+              batch: int = 32) -> dict:
     """Train everything; returns {"models": {...}, "metrics": {...}} and writes them when `out` is set."""
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # one thread: on a shared, loaded machine two OpenMP threads spin-wait and run ~10x slower
+    torch.set_num_threads(1)
     start = time.monotonic()
     config = config or LatentActionConfig()
     k = config.frame_interval
     panda = load_pairs(LeRobotDataset(data / "panda_train"), k, config.cameras)
     xarm = load_pairs(LeRobotDataset(data / "xarm6_train"), k, config.cameras) if (data / "xarm6_train").exists() else None
     frames_only = FramePairs.concat([panda, xarm]) if xarm is not None else panda
-    lam, history = train_latent_action_model(frames_only, config, lam_steps, seed, progress=progress)
+    lam, history = train_latent_action_model(frames_only, config, lam_steps, seed, batch=batch, progress=progress)
     lat_panda, codes_panda = infer_latents(lam, panda)
     usage, perplexity = code_statistics(codes_panda, config.codebook_size)
     metrics = {"train_code_usage": usage, "train_perplexity": perplexity, "dead_code_restarts": history["restarts"],
@@ -72,10 +74,10 @@ def train_all(data: Path, out: Path | None, seed: int = 0, lam_steps: int = 1500
     # clone successful demonstrations; a dataset without any (tiny test sets) clones them all
     good = panda.success if panda.success.any() else np.ones(len(panda), dtype=bool)
     metrics["policy_trained_on"] = "successful episodes" if panda.success.any() else "all episodes (none succeeded)"
-    pol_cfg = PolicyConfig(in_channels=config.in_channels, image_size=config.image_size,
+    pol_cfg = PolicyConfig(in_channels=config.in_channels, image_size=config.image_size, width=config.width,
                            codebook_size=config.codebook_size, num_tokens=config.num_tokens)
     models["policy"] = train_policy(panda.subset(good), codes_panda[good], pol_cfg, policy_steps, seed,
-                                    progress=progress)
+                                    batch=batch, progress=progress)
     metrics["train_seconds"] = round(time.monotonic() - start, 1)
     metadata = {"command": command or TRAIN_COMMAND, "seed": seed, "data": {
         "panda_train": {"episodes": int(len(np.unique(panda.episode))), "pairs": len(panda)},
@@ -83,6 +85,7 @@ def train_all(data: Path, out: Path | None, seed: int = 0, lam_steps: int = 1500
                         "pairs": len(xarm) if xarm is not None else 0},
         "generator": "python -m harness_nodes.dataset.generate"},
         "steps": {"latent_action_model": lam_steps, "policy": policy_steps, "decoders": decoder_steps},
+        "batch": batch, "configuration": config.model_dump(mode="json"),
         "label_fraction": label_fraction, "metrics": metrics,
         "code_usage_history": {"step": history["step"], "usage": history["usage"],
                                "perplexity": history["perplexity"]}}
@@ -101,11 +104,13 @@ def main(argv=None) -> int:
     ap.add_argument("--decoder-steps", type=int, default=1500)
     ap.add_argument("--label-fraction", type=float, default=0.25)
     ap.add_argument("--xarm6-demos", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     command = "python -m harness_nodes.latent_policy.train " + " ".join(argv if argv is not None else sys.argv[1:])
     result = train_all(args.data, args.out, args.seed, args.lam_steps, args.policy_steps, args.decoder_steps,
-                       args.label_fraction, args.xarm6_demos, progress=not args.quiet, command=command.strip())
+                       args.label_fraction, args.xarm6_demos, progress=not args.quiet, command=command.strip(),
+                       batch=args.batch)
     print(json.dumps(result["metadata"]["metrics"]))
     return 0
 
