@@ -152,3 +152,12 @@ def test_crop_to_fov_takes_the_centre_square():
     img[100:140, 140:180] = 255
     out = crop_to_fov(img, fy=207.8, fov_deg=60.0, size=64)
     assert out.shape == (64, 64, 3) and out[32, 32].max() == 255 and out[0, 0].max() == 0
+
+
+def test_policy_rollout_in_the_world_executes_decoded_chunks(tiny_models):
+    from harness_nodes.latent_policy.rollout import run_policy_episode
+
+    core = LatentPolicyCore(tiny_models[0], "panda")
+    result = run_policy_episode(core, "panda", seed=5, max_chunks=2, target="red_cube")
+    assert result["chunks"] == 2 and result["success"] is False and result["target"] == "red_cube"
+    assert core.cache.misses == 2      # the arm moved between the two observations: no stale reuse

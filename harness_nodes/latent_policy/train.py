@@ -40,7 +40,7 @@ def labelled_episodes(pairs: FramePairs, fraction: float | None, max_episodes: i
     return np.isin(pairs.episode, chosen)
 
 
-def train_all(data: Path, out: Path | None, seed: int = 0, lam_steps: int = 1500, policy_steps: int = 1500,
+def train_all(data: Path, out: Path | None, seed: int = 0, lam_steps: int = 2000, policy_steps: int = 1500,
               decoder_steps: int = 1500, label_fraction: float = 0.25, xarm6_demos: int = 50,
               config: LatentActionConfig | None = None, progress: bool = True, command: str = "",
               batch: int = 32) -> dict:
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path("data/latent"))
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lam-steps", type=int, default=1500)
+    ap.add_argument("--lam-steps", type=int, default=2000)
     ap.add_argument("--policy-steps", type=int, default=1500)
     ap.add_argument("--decoder-steps", type=int, default=1500)
     ap.add_argument("--label-fraction", type=float, default=0.25)
