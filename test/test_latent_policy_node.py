@@ -150,3 +150,29 @@ def test_hostile_requests_are_rejected_and_the_node_keeps_answering(policy, ros_
     res = call(ros_node, client, ProposeActions.Request(goal="put green_cube in tray", num_candidates=2))
     assert res.success, res.message
     assert proc.alive()
+
+
+@pytest.mark.timeout(240)
+def test_closed_loop_drives_the_sim_arm_through_the_router(start_node, ros_node):
+    """The scripted expert is not running: every chunk the router executes comes from the policy."""
+    from rclpy.qos import DurabilityPolicy
+    from robot_harness.msg import ExecutionFeedback
+
+    start_node("harness_nodes.sim.node", "sim.yaml", real_time_factor=1.0)
+    start_node("harness_nodes.router.node", "router.yaml", use_sim_time=True)
+    policy = start_node("harness_nodes.latent_policy.node", use_sim_time=True, closed_loop=True,
+                        goal="put red_cube in tray", max_chunks=4)
+    feedback: dict[str, ExecutionFeedback] = {}
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+    ros_node.create_subscription(ExecutionFeedback, "/harness/execution",
+                                 lambda m: feedback.__setitem__(m.chunk_id, m), reliable)
+    terminal = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
+                ExecutionFeedback.STATUS_REJECTED, ExecutionFeedback.STATUS_HELD)
+
+    def finished():
+        return [f for cid, f in feedback.items() if cid.startswith("latent-") and f.status in terminal]
+    assert spin_until(ros_node, lambda: len(finished()) >= 2, 180.0), policy.log()
+    done = finished()
+    assert any(f.status == ExecutionFeedback.STATUS_SUCCEEDED for f in done), \
+        [(f.status, f.message) for f in done]
+    assert policy.alive()
