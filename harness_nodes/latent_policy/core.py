@@ -188,14 +188,20 @@ class LatentPolicyCore:
         """N distinct code tuples: the most likely (rng None) or sampled without replacement
         (Gumbel top-k over the joint distribution of the tokens)."""
         t, k = log_probs.shape
-        grids = np.meshgrid(*[np.arange(k)] * t, indexing="ij")
-        combos = np.stack([g.reshape(-1) for g in grids], axis=1)          # (K^T, T)
+        combos = self._combos(t, k)
         joint = log_probs[np.arange(t)[None, :], combos].sum(axis=1)
         score = joint / max(temperature, 1e-3)
         if rng is not None:
             score = score + rng.gumbel(size=score.shape)
         order = np.argsort(-score)[:n]
         return [(combos[i].tolist(), float(joint[i])) for i in order]
+
+    def _combos(self, t: int, k: int) -> np.ndarray:
+        """Every code tuple, (K^T, T), built once."""
+        if getattr(self, "_combo_table", None) is None or self._combo_table.shape != (k ** t, t):
+            grids = np.meshgrid(*[np.arange(k)] * t, indexing="ij")
+            self._combo_table = np.stack([g.reshape(-1) for g in grids], axis=1)
+        return self._combo_table
 
     def decode(self, codes: list[list[int]], state: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         with torch.no_grad():
