@@ -223,7 +223,8 @@ def main(argv=None) -> int:
         "policy_step_ms_cache_hit": round(hit_ms, 3), "policy_step_ms_cache_miss": round(miss_ms, 3),
         "cache_speedup": round(miss_ms / hit_ms, 2),
         "heldout_pairs": len(held), "command": command.strip()}
-    print(json.dumps(result))
+    # NaN (e.g. a ratio over a zero) is not JSON: report it as null
+    print(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}))
     return 0
 
 
