@@ -93,6 +93,22 @@ def test_answers_propose_actions_with_n_decoded_candidates(policy, ros_node):
             assert all(math.isfinite(v) and abs(v) <= 0.1 for v in offset)
             assert abs(pose.orientation.x) < 1e-9 and abs(pose.orientation.y) < 1e-9
         assert latent.model_id.startswith("latent_policy/panda/") and len(latent.embedding) > 0
+    # the same frames again: the encoding is reused, and /diagnostics says so
+    res = call(ros_node, client, ProposeActions.Request(goal="put blue_cube in tray", num_candidates=2))
+    assert res.success and "cache hit" in res.message, res.message
+    from diagnostic_msgs.msg import DiagnosticArray
+    diags = []
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+
+    def values():
+        for msg in reversed(diags):
+            for status in msg.status:
+                if status.name == "latent_policy":
+                    return {kv.key: kv.value for kv in status.values}
+        return None
+    assert spin_until(ros_node, lambda: values() is not None and float(values()["cache_hit_rate"]) > 0, 10.0)
+    v = values()
+    assert int(v["cache_hits"]) >= 1 and float(v["latency_ms_mean"]) > 0 and int(v["served"]) >= 2
     assert proc.alive()
 
 
