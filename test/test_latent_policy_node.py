@@ -169,14 +169,16 @@ def test_hostile_requests_are_rejected_and_the_node_keeps_answering(policy, ros_
 
 
 @pytest.mark.timeout(240)
-def test_closed_loop_drives_the_sim_arm_through_the_router(start_node, ros_node):
-    """The scripted expert is not running: every chunk the router executes comes from the policy."""
+@pytest.mark.parametrize("robot", ["panda", "xarm6"])
+def test_closed_loop_drives_the_sim_arm_through_the_router(start_node, ros_node, robot):
+    """The scripted expert is not running: every chunk the router executes comes from the policy
+    (the xArm6 with its own decoder, latent model and policy unchanged)."""
     from rclpy.qos import DurabilityPolicy
     from robot_harness.msg import ExecutionFeedback
 
-    start_node("harness_nodes.sim.node", "sim.yaml", real_time_factor=1.0)
-    start_node("harness_nodes.router.node", "router.yaml", use_sim_time=True)
-    policy = start_node("harness_nodes.latent_policy.node", use_sim_time=True, closed_loop=True,
+    start_node("harness_nodes.sim.node", "sim.yaml", real_time_factor=1.0, robot=robot)
+    start_node("harness_nodes.router.node", "router.yaml", use_sim_time=True, robot=robot)
+    policy = start_node("harness_nodes.latent_policy.node", use_sim_time=True, closed_loop=True, robot=robot,
                         goal="put red_cube in tray", max_chunks=4)
     feedback: dict[str, ExecutionFeedback] = {}
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)

@@ -105,12 +105,15 @@ def main(argv=None) -> int:
     ap.add_argument("--label-fraction", type=float, default=0.25)
     ap.add_argument("--xarm6-demos", type=int, default=50)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--codebook-size", type=int, default=LatentActionConfig().codebook_size)
+    ap.add_argument("--num-tokens", type=int, default=LatentActionConfig().num_tokens)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     command = "python -m harness_nodes.latent_policy.train " + " ".join(argv if argv is not None else sys.argv[1:])
     result = train_all(args.data, args.out, args.seed, args.lam_steps, args.policy_steps, args.decoder_steps,
                        args.label_fraction, args.xarm6_demos, progress=not args.quiet, command=command.strip(),
-                       batch=args.batch)
+                       batch=args.batch, config=LatentActionConfig(codebook_size=args.codebook_size,
+                                                                   num_tokens=args.num_tokens))
     print(json.dumps(result["metadata"]["metrics"]))
     return 0
 

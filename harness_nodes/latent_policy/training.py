@@ -181,6 +181,16 @@ def chunk_targets(pairs: FramePairs) -> tuple[np.ndarray, np.ndarray]:
     return pairs.actions[..., :-1], pairs.actions[..., -1]
 
 
+# Smallest standard deviation used to normalise proprioception (m, m, m, rad, m): a labelled set of
+# one or two episodes barely varies in some dimensions, and dividing by that blows up new states.
+STATE_STD_FLOOR = np.array([0.05, 0.05, 0.05, 0.1, 0.01], dtype=np.float32)
+
+
+def state_std(states: np.ndarray) -> torch.Tensor:
+    floor = STATE_STD_FLOOR[:states.shape[1]] if states.shape[1] <= len(STATE_STD_FLOOR) else 1e-3
+    return torch.as_tensor(np.maximum(states.std(0), floor).astype(np.float32))
+
+
 def train_decoder(latents: np.ndarray, pairs: FramePairs, config: DecoderConfig, steps: int, seed: int,
                   batch: int = 128, lr: float = 2e-3, progress: bool = False) -> ActionDecoder:
     """Labelled pairs: (latent, state) -> the k recorded actions."""
@@ -189,7 +199,7 @@ def train_decoder(latents: np.ndarray, pairs: FramePairs, config: DecoderConfig,
     model = ActionDecoder(config)
     motion, grip = chunk_targets(pairs)
     model.state_mean.copy_(torch.as_tensor(pairs.states.mean(0)))
-    model.state_std.copy_(torch.as_tensor(pairs.states.std(0) + 1e-3))
+    model.state_std.copy_(state_std(pairs.states))
     model.action_scale.copy_(torch.as_tensor(np.abs(motion).reshape(-1, motion.shape[-1]).std(0) + 1e-4))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     lat, st = torch.as_tensor(latents), torch.as_tensor(pairs.states)
@@ -225,7 +235,7 @@ def train_policy(pairs: FramePairs, codes: np.ndarray, config: PolicyConfig, ste
     rng = np.random.default_rng(seed)
     model = LatentPolicy(config)
     model.state_mean.copy_(torch.as_tensor(pairs.states.mean(0)))
-    model.state_std.copy_(torch.as_tensor(pairs.states.std(0) + 1e-3))
+    model.state_std.copy_(state_std(pairs.states))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     st, gl = torch.as_tensor(pairs.states), torch.as_tensor(goal_vectors(pairs.goals))
     bl = torch.as_tensor(belief_vectors(pairs.targets))
