@@ -1,6 +1,8 @@
 """Architecture invariants (design §4), checked on the source tree."""
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,9 @@ OWN_PHYSICS_WORLDS = {"harness_nodes/world_model/modeling_physics.py"}
 
 
 def test_no_harness_node_reads_ground_truth_or_imports_the_simulation():
-    allowed = ("harness_nodes/sim/", "harness_nodes/expert/")
+    # the sim, the scripted expert and the data generation run the simulation by design
+    allowed = ("harness_nodes/sim/", "harness_nodes/expert/", "harness_nodes/dataset/sim_episodes.py",
+               "harness_nodes/dataset/generate.py")
     offenders = []
     for path in python_files():
         rel = str(path.relative_to(REPO))
@@ -120,3 +124,18 @@ def test_every_callback_goes_through_the_callback_guards(rel):
             if not (isinstance(cb, ast.Call) and getattr(cb.func, "id", None) == wrappers[kind]):
                 offenders.append(f"{rel}:{n.lineno} {kind}")
     assert offenders == [], f"callbacks registered without their guard: {offenders}"
+
+
+HARNESS_NODE_MODULES = sorted(f"harness_nodes.{p.parent.name}.node" for p in (REPO / "harness_nodes").glob("*/node.py")
+                              if p.parent.name not in ("sim", "expert"))
+
+
+@pytest.mark.parametrize("module", HARNESS_NODE_MODULES)
+def test_harness_nodes_do_not_load_the_simulation(module):
+    """Importing a harness node (and everything it imports) loads neither the simulation's code
+    nor PyBullet: the harness sees a simulated robot exactly as a real one."""
+    code = (f"import sys, {module}; "
+            "bad = sorted(m for m in sys.modules if m == 'pybullet' or m.startswith('harness_nodes.sim')"
+            " or m == 'harness_nodes.dataset.sim_episodes'); print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{module} loads {result.stdout.strip()} {result.stderr[-500:]}"

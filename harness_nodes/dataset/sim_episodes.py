@@ -19,19 +19,12 @@ import pybullet as p
 from harness_nodes.expert.plan import (GRIPPER_CLOSE, GRIPPER_OPEN, PickPlaceConfig, plan_pick_place,
                                        top_down_quaternion)
 from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.dataset.features import (ACTION_NAMES, CAMERA_KEYS, CONTROL_RATE, IMAGE_SIZE,  # noqa: F401
+                                          MAX_STEP, MAX_YAW_STEP, PHASES, SCENE_FOV_DEG, STATE_NAMES)
 from harness_nodes.sim.world import CUBE_COLOURS, CUBE_IDS, CUBE_SIZE, DISTRACTOR_ID, TRAY_ID, SimWorld, TrajectoryPoint
 
-CONTROL_RATE = 5.0            # Hz: one action (and one recorded frame) every 0.2 s
-IMAGE_SIZE = 64
-CAMERA_KEYS = ("scene", "wrist")
-ACTION_NAMES = ("dx", "dy", "dz", "dyaw", "grip")
-STATE_NAMES = ("x", "y", "z", "yaw", "gripper_width")
-MAX_STEP = 0.03               # m of tool travel per control step
-MAX_YAW_STEP = 0.15           # rad per control step
-PHASES = ("pre_grasp", "descend", "lift", "transport", "lower", "retreat", "done")
 GRIPPER_SETTLE_STEPS = 3      # control steps waited after a gripper change
 REACHED = 0.006               # m: phase target reached
-SCENE_FOV_DEG = 45.0          # narrower than the sim node's 60 deg: cubes span a few pixels at 64x64
 LAYOUT_JITTER = 0.04          # m added to the world's own seeded cube jitter
 
 

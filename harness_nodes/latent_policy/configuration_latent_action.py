@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness_nodes.dataset.sim_episodes import ACTION_NAMES, CAMERA_KEYS, IMAGE_SIZE, STATE_NAMES
-from harness_nodes.sim.world import CUBE_IDS
+from harness_nodes.dataset.features import ACTION_NAMES, CAMERA_KEYS, CUBE_IDS, IMAGE_SIZE, STATE_NAMES
 
 
 class LatentActionConfig(BaseModel):

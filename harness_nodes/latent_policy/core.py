@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness_nodes.dataset.sim_episodes import CAMERA_KEYS, CONTROL_RATE, IMAGE_SIZE, MAX_STEP, MAX_YAW_STEP, SCENE_FOV_DEG
+from harness_nodes.dataset.features import CAMERA_KEYS, CONTROL_RATE, IMAGE_SIZE, MAX_STEP, MAX_YAW_STEP, SCENE_FOV_DEG
 from harness_nodes.latent_policy.configuration_latent_action import DecoderConfig, LatentActionConfig, PolicyConfig
 from harness_nodes.latent_policy.modeling_latent_action import ActionDecoder, LatentActionModel, LatentPolicy
 from harness_nodes.latent_policy.training import belief_vectors, goal_vectors

@@ -5,21 +5,21 @@ task itself: observe -> propose -> execute the best candidate through the router
 Subscribes
   <camera_prefix>/<cam>/image_raw    sensor_msgs/Image rgb8|bgr8    newest only
   <camera_prefix>/<cam>/camera_info  sensor_msgs/CameraInfo         focal length for the model's field of view
-  /joint_states                      sensor_msgs/JointState         when a request carries none
-  /harness/memory                    robot_harness/MemorySnapshot   belief about the goal's object
-  /harness/execution                 robot_harness/ExecutionFeedback closed loop: outcome of our chunks
+  joint_states                       sensor_msgs/JointState         when a request carries none
+  harness/memory                     robot_harness/MemorySnapshot   belief about the goal's object
+  harness/execution                  robot_harness/ExecutionFeedback closed loop: outcome of our chunks
 Publishes
-  /harness/command                   robot_harness/ActionChunk      closed loop only
+  harness/command                    robot_harness/ActionChunk      closed loop only
   /diagnostics                       diagnostic_msgs/DiagnosticArray latency, cache hit rate, rejections
 Serves
-  /latent_policy/propose_actions     robot_harness/ProposeActions
+  ~/propose_actions (/latent_policy/propose_actions) robot_harness/ProposeActions
 Calls (optional, when the memory tracker runs)
-  /harness/memory/latent/store       robot_harness/StoreLatent      newly computed encodings
+  harness/memory/latent/store        robot_harness/StoreLatent      newly computed encodings
 
 Inference runs in the service's own callback group on a multi-threaded executor (and the closed
 loop in its own thread), so subscriptions and diagnostics never wait for the model. Bad input
 (wrong shapes, NaN, stale stamps, a goal naming an unknown object) gets success=false, the reason,
-and no candidates.
+and no candidates. Names without a leading slash are relative (namespaces apply).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import rclpy
@@ -37,28 +38,29 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
 from pydantic import BaseModel, Field
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from harness_nodes.common.callbacks import guarded, guarded_service
-from harness_nodes.common.params import ParameterError, declare_and_load
+from harness_nodes.common.node_main import run_node
+from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.paths import _SOURCE_ROOT
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.latent_policy.core import (CAMERA_FOV_DEG, LatentPolicyCore, ObservationError, crop_to_fov)
 from harness_nodes.latent_policy.state import StateError, ToolState
-from harness_nodes.latent_policy.weights import WeightsError
-from robot_harness.msg import ActionCandidates, ActionChunk, ExecutionFeedback, LatentAction, MemorySnapshot
+from robot_harness.msg import (ActionCandidates, ActionChunk, ExecutionFeedback, LatentAction, MemoryFact,
+                               MemorySnapshot)
 from robot_harness.srv import ProposeActions, StoreLatent
 
 NODE_NAME = "latent_policy"
-SERVICE = "/latent_policy/propose_actions"
-COMMAND_TOPIC = "/harness/command"
-FEEDBACK_TOPIC = "/harness/execution"
-MEMORY_TOPIC = "/harness/memory"
-STORE_LATENT = "/harness/memory/latent/store"
+SERVICE = "~/propose_actions"
+COMMAND_TOPIC = "harness/command"
+FEEDBACK_TOPIC = "harness/execution"
+MEMORY_TOPIC = "harness/memory"
+STORE_LATENT = "harness/memory/latent/store"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 RELIABLE = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 NEWEST = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
@@ -67,13 +69,17 @@ TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
             ExecutionFeedback.STATUS_REJECTED, ExecutionFeedback.STATUS_HELD)
 DEFAULT_MODEL_DIR = "models/latent_policy"
 MAX_PIXELS = 4096 * 4096
-KIND_VISUAL, STATE_VALID = 0, 0
+KIND_VISUAL, STATE_VALID = MemoryFact.KIND_VISUAL, MemoryFact.STATE_VALID
 
 
 class LatentPolicyParameters(BaseModel):
+    # read at every request or chunk; the rest is fixed at start-up (read-only)
+    DYNAMIC: ClassVar[frozenset[str]] = frozenset(
+        {"num_candidates", "max_observation_age", "sample_candidates", "chunk_timeout"})
+
     robot: str = Field("panda", min_length=1, description="config/robots/<robot>.yaml; picks the decoder")
     model_dir: str = Field(DEFAULT_MODEL_DIR, min_length=1, description="weights directory (relative: to the package)")
-    camera_prefix: str = Field("/cameras", min_length=1)
+    camera_prefix: str = Field("cameras", min_length=1)
     num_candidates: int = Field(4, ge=1, le=64, description="candidates when a request asks for 0")
     max_observation_age: float = Field(2.0, gt=0.0, le=60.0, description="s; older frames or joint states are stale")
     sample_candidates: bool = Field(False, description="sample distinct candidates (Gumbel top-k) instead of the N most likely")
@@ -98,7 +104,7 @@ def resolve_model_dir(name: str) -> Path:
 class LatentPolicyNode(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
-        self.params = declare_and_load(self, LatentPolicyParameters)
+        self.params = declare_and_load(self, LatentPolicyParameters, self._apply_parameters)
         description = load_robot_description(self.params.robot)
         self.core = LatentPolicyCore(resolve_model_dir(self.params.model_dir), self.params.robot)
         self.tool = ToolState(description)
@@ -117,7 +123,7 @@ class LatentPolicyNode(Node):
                                      guarded(self, lambda m, c=cam: self._on_image(c, m), f"image_{cam}"), NEWEST)
             self.create_subscription(CameraInfo, f"{base}/camera_info",
                                      guarded(self, lambda m, c=cam: self._on_info(c, m), f"info_{cam}"), NEWEST)
-        self.create_subscription(JointState, "/joint_states", guarded(self, self._on_joints), JOINT_STATE_QOS)
+        self.create_subscription(JointState, "joint_states", guarded(self, self._on_joints), JOINT_STATE_QOS)
         self.create_subscription(MemorySnapshot, MEMORY_TOPIC, guarded(self, self._on_memory), MEMORY_QOS)
         self.create_subscription(ExecutionFeedback, FEEDBACK_TOPIC, guarded(self, self._on_feedback), RELIABLE)
         self.command_pub = self.create_publisher(ActionChunk, COMMAND_TOPIC, RELIABLE)
@@ -149,6 +155,10 @@ class LatentPolicyNode(Node):
         fy = float(msg.k[4])
         if math.isfinite(fy) and fy > 0:
             self.focal[cam] = fy
+
+    def _apply_parameters(self, params: LatentPolicyParameters) -> None:
+        """A validated `ros2 param set` of LatentPolicyParameters.DYNAMIC (read at every request)."""
+        self.params = params
 
     def _on_joints(self, msg: JointState) -> None:
         self.joint_state = msg
@@ -332,30 +342,10 @@ class LatentPolicyNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        node = LatentPolicyNode()
-    except ParameterError as exc:
-        print(f"{NODE_NAME}: invalid parameter: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    except (WeightsError, Exception) as exc:   # missing weights, bad robot description
-        logger.error(f"cannot start: {exc}")
-        print(f"{NODE_NAME}: cannot start: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 3
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Inference runs in the service's own callback group: a multi-threaded executor keeps the
+    # subscriptions and diagnostics going meanwhile.
+    return run_node(NODE_NAME, LatentPolicyNode, args,
+                    executor=lambda context: MultiThreadedExecutor(num_threads=3, context=context))
 
 
 if __name__ == "__main__":

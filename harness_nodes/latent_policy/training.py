@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness_nodes.dataset.features import CUBE_IDS
 from harness_nodes.dataset.lerobot import LeRobotDataset, image_key
 from harness_nodes.latent_policy.configuration_latent_action import DecoderConfig, LatentActionConfig, PolicyConfig
 from harness_nodes.latent_policy.modeling_latent_action import (ActionDecoder, LatentActionModel, LatentPolicy,
                                                                 frames_to_tensor)
-from harness_nodes.sim.world import CUBE_IDS
 
 
 @dataclass
