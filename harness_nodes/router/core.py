@@ -27,7 +27,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness_nodes.common.robot_description import RobotDescription
-from harness_nodes.router.kinematics import ArmKinematics, matrix_to_quat_xyzw, pose_to_se3, quat_xyzw_to_matrix
+from harness_nodes.common.geometry import matrix_to_quat, quat_to_matrix
+from harness_nodes.common.kinematics import ArmKinematics, pose_to_se3
 from harness_nodes.router.safety import (check_path_collisions, limit_steps, proximity_scale, slow_near_collisions,
                                          slow_near_singularities)
 from harness_nodes.router.trajectory import (GripperTrajectory, JointTrajectory, TimingLimits,
@@ -394,7 +395,7 @@ class RouterCore:
             return valid
         start = self.kinematics.fk(arm_q, others)
         positions = start.translation[None, :] + valid.ee_positions
-        quats = np.array([matrix_to_quat_xyzw(quat_xyzw_to_matrix(dq) @ start.rotation) for dq in valid.ee_quaternions])
+        quats = np.array([matrix_to_quat(quat_to_matrix(dq) @ start.rotation) for dq in valid.ee_quaternions])
         outside = outside_workspace(positions, self.limits)
         if outside is not None:
             return outside
