@@ -42,6 +42,6 @@ setup(
     packages=find_packages(include=["harness_nodes", "harness_nodes.*"]),
     data_files=config_files(),
     install_requires=["numpy", "pydantic>=2", "PyYAML", "pin", "pybullet", "opencv-python-headless"],
-    extras_require={"train": ["torch", "safetensors", "mcap"]},
+    extras_require={"train": ["torch", "safetensors"]},
     entry_points={"console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()]},
 )

@@ -120,9 +120,6 @@ class ArmKinematics:
         pin.framesForwardKinematics(self.model, self.data, q)
         return self.data.oMf[self.frame_id].copy()
 
-    def fk_position(self, arm_q: Sequence[float]) -> np.ndarray:
-        return self.fk(arm_q).translation.copy()
-
     def manipulability(self, arm_q: Sequence[float], others: dict[str, float] | None = None) -> float:
         q = self.full_q(arm_q, others)
         jac = pin.computeFrameJacobian(self.model, self.data, q, self.frame_id,

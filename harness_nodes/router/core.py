@@ -715,9 +715,3 @@ class RouterCore:
             return None
         return self._finish(ex, now, False, failure, reason, joint_positions, stop_arm=True)
 
-    def abort(self, now: float, reason: str, joint_positions=None) -> Finished | None:
-        """Stop monitoring the executing chunk (node shutdown); reports it as failed."""
-        ex = self.execution
-        if ex is None:
-            return None
-        return self._finish(ex, now, False, Failure.TIMEOUT, reason, joint_positions)

@@ -751,7 +751,7 @@ class ControllerRouter(LifecycleNode):
             else:
                 traj = JointTrajectory(tuple(core.arm_joints), np.array([duration]), target[None, :],
                                        np.zeros((1, len(target))))
-                self._send_arm(traj, now, skip_first=False)
+                self._send_arm(traj, now)
             self.latencies.append(time.monotonic() - received)
 
     def _end_stream(self, status: int, reason: str) -> None:
@@ -816,7 +816,7 @@ class ControllerRouter(LifecycleNode):
         self._process_command(b"", time.monotonic(), msg=chunk)
 
     # ------------------------------------------------------------------ output routing
-    def _send_arm(self, traj: JointTrajectory, now: float, skip_first: bool = True) -> None:
+    def _send_arm(self, traj: JointTrajectory, now: float) -> None:
         if self.controller == "forward_position":
             self.forward = (traj, now)
         elif self.controller == "follow_joint_trajectory":
