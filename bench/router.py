@@ -203,7 +203,7 @@ def estop_latency(domain: int, trials: int, flood_seconds: float, priority: int 
     from robot_harness.msg import ActionChunk
     from robot_harness.srv import ResetEstop
     from harness_nodes.common.robot_description import load_robot_description
-    from harness_nodes.router.core import RouterParameters
+    from harness_nodes.router.configuration import RouterParameters
     from harness_nodes.common.kinematics import ArmKinematics
     d = load_robot_description("panda")
     kin = ArmKinematics.from_description(d)

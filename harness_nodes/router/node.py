@@ -86,8 +86,10 @@ from harness_nodes.common.realtime import SchedulingResult, apply_realtime_prior
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.common.stamps import to_duration, to_seconds
-from harness_nodes.router.core import (Duplicate, Executing, Finished, Plan, RouterCore, RouterParameters,
-                                       StartGripper)
+from harness_nodes.router.configuration import RouterParameters
+from harness_nodes.router.core import RouterCore
+from harness_nodes.router.execution import Executing, Finished, StartGripper
+from harness_nodes.router.planner import Duplicate, Plan
 from harness_nodes.router.trajectory import GripperTrajectory, JointTrajectory
 from harness_nodes.router.validation import (ChunkInput, Failure, Rejection, short, validate_viewpoint)
 from harness_nodes.common.camera_mount import ee_T_camera, ee_target_for_camera
