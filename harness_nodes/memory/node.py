@@ -65,7 +65,8 @@ from harness_nodes.common.stamps import to_seconds, to_time
 from harness_nodes.memory.boundary import (MAX_NAME, FactStrings, LatentKey, LatentStore, Limits, QueryRequest,
                                            validate)
 from harness_nodes.memory.config import MemoryParameters
-from harness_nodes.memory.core import InputError, MeasuredMotion, MemoryCore
+from harness_nodes.memory.core import InputError, MemoryCore
+from harness_nodes.memory.motion import MeasuredMotion
 from harness_nodes.common.geometry import CameraModel
 from harness_nodes.memory.facts import Fact, Kind, ObjectObs, SceneObs, State
 from harness_nodes.memory.persistence import SqliteStore
