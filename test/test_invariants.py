@@ -129,13 +129,19 @@ CROSS_PACKAGE_IMPORTS: dict[tuple[str, str], str] = {
 # One home in common/ for each helper nodes share; a definition of one of these names (or of the
 # names the duplicates had before they moved) anywhere else is a copy.
 SHARED_HELPERS = {
-    "quat_to_matrix", "matrix_to_quat", "yaw_quat", "quat_multiply", "yaw_of",   # common/geometry.py
+    # common/geometry.py
+    "quat_to_matrix", "matrix_to_quat", "yaw_quat", "quat_multiply", "yaw_of",
     "quat_xyzw_to_matrix", "matrix_to_quat_xyzw",
-    "to_seconds", "to_time", "to_duration",                                      # common/stamps.py
-    "stamp_seconds", "from_time", "to_stamp", "from_stamp", "_seconds", "_duration",
-    "diagnostic_status", "publish_diagnostics",                                  # common/diagnostics.py
-    "ee_T_camera", "ee_target_for_camera", "camera_for_ee", "add_tool_frame",   # common/camera_mount.py,
-}                                                                                # common/kinematics.py
+    # common/stamps.py
+    "to_seconds", "to_time", "to_duration", "stamp_seconds", "from_time", "to_stamp", "from_stamp",
+    "_seconds", "_duration",
+    # common/diagnostics.py
+    "diagnostic_status", "publish_diagnostics",
+    # common/camera_mount.py, common/kinematics.py
+    "ee_T_camera", "ee_target_for_camera", "camera_for_ee", "add_tool_frame",
+    # common/messages.py
+    "pose_msg", "_pose",
+}
 
 
 def harness_imports(path: Path) -> set[str]:
@@ -179,7 +185,7 @@ def test_shared_helpers_are_defined_once_in_common():
     homes = {n.name for p in (PACKAGE / "common").glob("*.py") for n in ast.walk(ast.parse(p.read_text()))
              if isinstance(n, ast.FunctionDef)}
     assert {"quat_to_matrix", "matrix_to_quat", "yaw_quat", "to_seconds", "to_time", "to_duration",
-            "diagnostic_status", "publish_diagnostics", "ee_T_camera", "add_tool_frame"} <= homes
+            "diagnostic_status", "publish_diagnostics", "ee_T_camera", "add_tool_frame", "pose_msg"} <= homes
 
 
 def test_diagnostic_statuses_are_built_by_the_common_helper():

@@ -35,7 +35,7 @@ from collections import Counter, deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import Point, Pose, PoseStamped
+from geometry_msgs.msg import Point, PoseStamped
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -43,6 +43,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from harness_nodes.common.callbacks import guarded
 from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
+from harness_nodes.common.messages import pose_msg
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
 from harness_nodes.common.params import declare_and_load
@@ -303,14 +304,14 @@ class PerceptionNode(Node):
         msg.header.stamp = to_time(frame.stamp)
         msg.header.frame_id = wf
         msg.camera = frame.camera
-        msg.camera_pose = _pose(pose[1], pose[2])
+        msg.camera_pose = pose_msg(pose[1], pose[2])
         for d in result.objects:
             o = ObjectObservation()
             o.header = msg.header
             o.object_id = d.object_id
             o.label = d.label
             o.status = int(d.status)
-            o.pose = _pose(d.position, d.quaternion)
+            o.pose = pose_msg(d.position, d.quaternion)
             o.position_covariance = [float(v) for v in np.asarray(d.covariance).ravel()]
             o.identity_confidence = float(d.identity_confidence)
             o.visible_fraction = float(d.visible_fraction)
@@ -376,7 +377,7 @@ class PerceptionNode(Node):
         msg.header.frame_id = p.world_frame
         msg.request_id = rid
         msg.camera = p.movable_camera
-        msg.camera_pose = _pose(best.position, matrix_to_quat(best.rotation))
+        msg.camera_pose = pose_msg(best.position, matrix_to_quat(best.rotation))
         look = np.mean([t.position for t in targets], axis=0)
         msg.look_at = Point(x=float(look[0]), y=float(look[1]), z=float(look[2]))
         msg.subjects = [t.subject for t in targets]
@@ -458,13 +459,6 @@ class PerceptionNode(Node):
                                    f"{sum(s.processed for s in self.cams.values())} frame(s) processed", values,
                                    float_format=".3f", max_text=500)
         publish_diagnostics(self.diag_pub, self.get_clock().now().to_msg(), [status])
-
-
-def _pose(position, quaternion) -> Pose:
-    m = Pose()
-    m.position.x, m.position.y, m.position.z = (float(v) for v in position)
-    m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w = (float(v) for v in quaternion)
-    return m
 
 
 def main(args=None) -> int:

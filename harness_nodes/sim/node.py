@@ -36,7 +36,7 @@ from typing import ClassVar
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import Pose, PoseStamped
+from geometry_msgs.msg import PoseStamped
 from typing import Annotated
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -50,6 +50,7 @@ from trajectory_msgs.msg import JointTrajectory
 from harness_nodes.common.geometry import matrix_to_quat
 from harness_nodes.common.callbacks import guarded, guarded_service
 from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
+from harness_nodes.common.messages import pose_msg
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
@@ -439,7 +440,7 @@ class SimNode(Node):
         msg.header.stamp = stamp
         msg.header.frame_id = WORLD_FRAME
         msg.object_ids = list(gt.object_ids)
-        msg.poses = [_pose(pos, q) for pos, q in zip(gt.positions, gt.quaternions)]
+        msg.poses = [pose_msg(pos, q) for pos, q in zip(gt.positions, gt.quaternions)]
         msg.held_object = gt.held_object
         msg.in_tray = list(gt.in_tray)
         self.gt_pub.publish(msg)
@@ -453,7 +454,7 @@ class SimNode(Node):
             msg = PoseStamped()
             msg.header.stamp = stamp
             msg.header.frame_id = WORLD_FRAME
-            msg.pose = _pose(position, matrix_to_quat(rot))
+            msg.pose = pose_msg(position, matrix_to_quat(rot))
             pubs["pose"].publish(msg)
 
     def camera_info(self, cam: str, stamp: Time) -> CameraInfo:
@@ -501,14 +502,6 @@ class SimNode(Node):
             "callback_errors": sum(self.callback_errors.values()),
             "callback_errors_by_callback": dict(self.callback_errors),
             "scenario": self.world.scenario, "seed": self.world.seed})
-
-
-def _pose(position, quaternion) -> Pose:
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
-    (pose.orientation.x, pose.orientation.y, pose.orientation.z,
-     pose.orientation.w) = (float(v) for v in quaternion)
-    return pose
 
 
 def main(args=None) -> int:
