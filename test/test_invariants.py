@@ -119,11 +119,20 @@ def test_every_callback_goes_through_the_callback_guards(rel):
 
 
 # Node packages share code only through harness_nodes/common/; a node package importing another's
-# modules is listed here, (importer, imported) -> why.
+# modules is listed here, (importer, imported) -> why. The offline data and training packages
+# (expert rollouts, dataset, world_model, latent_policy) are built on the simulator and the
+# router's chunk schema by design.
 CROSS_PACKAGE_IMPORTS: dict[tuple[str, str], str] = {
     ("world_model", "router"): "an action chunk is checked by the router's own schema (router/validation.py) "
                                "before it is rolled out: one definition of what the arm accepts",
+    ("world_model", "expert"): "training data are the scripted expert's rollouts",
     ("expert", "router"): "scripted rollouts are checked by the router's chunk schema (router/validation.py)",
+    ("expert", "sim"): "scripted rollouts run offline in the simulator (no ROS)",
+    ("expert", "world_model"): "rollouts are stepped and labelled as the world model sees chunks",
+    ("dataset", "expert"): "episodes are the scripted expert's demonstrations",
+    ("dataset", "sim"): "episodes are recorded offline in the simulator (no ROS)",
+    ("latent_policy", "dataset"): "the policy trains on the dataset's episodes and its feature layout",
+    ("latent_policy", "sim"): "training and evaluation roll out offline in the simulator (no ROS)",
     ("latent_policy", "perception"): "camera images are decoded as perception decodes them",
 }
 # One home in common/ for each helper nodes share; a definition of one of these names (or of the
