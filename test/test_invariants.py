@@ -139,3 +139,88 @@ def test_harness_nodes_do_not_load_the_simulation(module):
             " or m == 'harness_nodes.dataset.sim_episodes'); print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{module} loads {result.stdout.strip()} {result.stderr[-500:]}"
+
+
+# Node packages share code only through harness_nodes/common/; a node package importing another's
+# modules is listed here, (importer, imported) -> why. The offline data and training packages
+# (expert rollouts, dataset, world_model, latent_policy) are built on the simulator and the
+# router's chunk schema by design.
+CROSS_PACKAGE_IMPORTS: dict[tuple[str, str], str] = {
+    ("world_model", "router"): "an action chunk is checked by the router's own schema (router/validation.py) "
+                               "before it is rolled out: one definition of what the arm accepts",
+    ("world_model", "expert"): "training data are the scripted expert's rollouts",
+    ("expert", "router"): "scripted rollouts are checked by the router's chunk schema (router/validation.py)",
+    ("expert", "sim"): "scripted rollouts run offline in the simulator (no ROS)",
+    ("expert", "world_model"): "rollouts are stepped and labelled as the world model sees chunks",
+    ("dataset", "expert"): "episodes are the scripted expert's demonstrations",
+    ("dataset", "sim"): "episodes are recorded offline in the simulator (no ROS)",
+    ("latent_policy", "dataset"): "the policy trains on the dataset's episodes and its feature layout",
+    ("latent_policy", "sim"): "training and evaluation roll out offline in the simulator (no ROS)",
+    ("latent_policy", "perception"): "camera images are decoded as perception decodes them",
+}
+# One home in common/ for each helper nodes share; a definition of one of these names (or of the
+# names the duplicates had before they moved) anywhere else is a copy.
+SHARED_HELPERS = {
+    # common/geometry.py
+    "quat_to_matrix", "matrix_to_quat", "yaw_quat", "quat_multiply", "yaw_of",
+    "quat_xyzw_to_matrix", "matrix_to_quat_xyzw",
+    # common/stamps.py
+    "to_seconds", "to_time", "to_duration", "stamp_seconds", "from_time", "to_stamp", "from_stamp",
+    "_seconds", "_duration",
+    # common/diagnostics.py
+    "diagnostic_status", "publish_diagnostics",
+    # common/camera_mount.py, common/kinematics.py
+    "ee_T_camera", "ee_target_for_camera", "camera_for_ee", "add_tool_frame",
+    # common/messages.py
+    "pose_msg", "_pose",
+}
+
+
+def harness_imports(path: Path) -> set[str]:
+    """Every harness_nodes.<package> this file imports, at module level or inside functions."""
+    packages = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                   [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        packages |= {m.split(".")[1] for m in modules if m.startswith("harness_nodes.") and m.count(".") >= 1}
+    return packages
+
+
+def test_node_packages_share_code_only_through_common():
+    offenders = []
+    for path in python_files():
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) < 2:
+            continue   # top-level entry modules (demo, describe_robot) may use any package
+        own = parts[0]
+        for other in harness_imports(path) - {own, "common"}:
+            if (own, other) not in CROSS_PACKAGE_IMPORTS:
+                offenders.append(f"{path.relative_to(REPO)} imports harness_nodes.{other}")
+    assert offenders == [], f"node packages importing each other (move the shared code to common/): {offenders}"
+
+
+def test_common_imports_no_node_package():
+    offenders = [f"{p.relative_to(REPO)}: {sorted(harness_imports(p) - {'common'})}"
+                 for p in (PACKAGE / "common").glob("*.py") if harness_imports(p) - {"common"}]
+    assert offenders == [], offenders
+
+
+def test_shared_helpers_are_defined_once_in_common():
+    copies = []
+    for path in python_files():
+        if path.parent.name == "common":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in SHARED_HELPERS:
+                copies.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert copies == [], f"shared helpers defined outside harness_nodes/common/: {copies}"
+    homes = {n.name for p in (PACKAGE / "common").glob("*.py") for n in ast.walk(ast.parse(p.read_text()))
+             if isinstance(n, ast.FunctionDef)}
+    assert {"quat_to_matrix", "matrix_to_quat", "yaw_quat", "to_seconds", "to_time", "to_duration",
+            "diagnostic_status", "publish_diagnostics", "ee_T_camera", "add_tool_frame", "pose_msg"} <= homes
+
+
+def test_diagnostic_statuses_are_built_by_the_common_helper():
+    builders = [str(p.relative_to(REPO)) for p in python_files()
+                if p.parent.name != "common" and re.search(r"\bKeyValue\(|DiagnosticStatus\(", p.read_text())]
+    assert builders == [], f"build DiagnosticStatus with harness_nodes.common.diagnostics instead: {builders}"

@@ -24,7 +24,7 @@ from harness_nodes.memory.config import MemoryParameters
 from harness_nodes.memory.node import MemoryTracker
 from harness_nodes.perception.config import PerceptionParameters
 from harness_nodes.perception.node import PerceptionNode
-from harness_nodes.router.core import RouterParameters
+from harness_nodes.router.configuration import RouterParameters
 from harness_nodes.router.node import ControllerRouter
 from harness_nodes.sim.node import SimNode, SimParameters
 from harness_nodes.world_model.node import WorldModelNode, WorldModelParameters
