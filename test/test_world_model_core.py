@@ -41,7 +41,7 @@ FACTS = [fact(s, xyz) for s, xyz in SUBJECT_XYZ.items()]
 
 
 def fk(q):
-    from harness_nodes.router.kinematics import ArmKinematics
+    from harness_nodes.common.kinematics import ArmKinematics
     m = ArmKinematics.from_description(DESC).fk(q)
     return m.translation.copy(), m.rotation.copy()
 

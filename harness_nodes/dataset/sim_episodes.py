@@ -18,7 +18,7 @@ import pybullet as p
 
 from harness_nodes.expert.plan import (GRIPPER_CLOSE, GRIPPER_OPEN, PickPlaceConfig, plan_pick_place,
                                        top_down_quaternion)
-from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.common.kinematics import ArmKinematics, pose_to_se3
 from harness_nodes.dataset.features import (ACTION_NAMES, CAMERA_KEYS, CONTROL_RATE, IMAGE_SIZE,  # noqa: F401
                                           MAX_STEP, MAX_YAW_STEP, PHASES, SCENE_FOV_DEG, STATE_NAMES)
 from harness_nodes.sim.world import CUBE_COLOURS, CUBE_IDS, CUBE_SIZE, DISTRACTOR_ID, TRAY_ID, SimWorld, TrajectoryPoint

@@ -25,10 +25,11 @@ import pybullet as p
 
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.expert.plan import PickPlaceConfig, plan_pick_place, top_down_quaternion, waypoint_times
-from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.common.kinematics import ArmKinematics, pose_to_se3
 from harness_nodes.router.validation import ChunkInput, GripperCommand, Rejection
 from harness_nodes.sim.world import CUBE_IDS, OBSTACLE_ID, TRAY_ID, SimWorld, TrajectoryPoint
-from harness_nodes.world_model.actions import ChunkStepper, matrix_to_quat
+from harness_nodes.common.geometry import matrix_to_quat
+from harness_nodes.world_model.actions import ChunkStepper
 from harness_nodes.world_model.configuration_world_model import WorldModelConfig
 from harness_nodes.world_model.progress import Progress
 from harness_nodes.world_model.state import Belief, ObjectBelief, StateLayout, build_state, slot_order

@@ -34,7 +34,7 @@ from typing import ClassVar
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Pose
 from pydantic import BaseModel, Field
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -44,11 +44,13 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from harness_nodes.common.callbacks import guarded, guarded_service
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.paths import _SOURCE_ROOT
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.robot_description import load_robot_description
+from harness_nodes.common.stamps import to_seconds
 from harness_nodes.latent_policy.core import (CAMERA_FOV_DEG, LatentPolicyCore, ObservationError, crop_to_fov)
 from harness_nodes.latent_policy.state import StateError, ToolState
 from robot_harness.msg import (ActionCandidates, ActionChunk, ExecutionFeedback, LatentAction, MemoryFact,
@@ -90,10 +92,6 @@ class LatentPolicyParameters(BaseModel):
     chunk_timeout: float = Field(20.0, gt=0.0, le=600.0, description="wall s to wait for a chunk's outcome")
     store_latents: bool = Field(True, description="store new encodings in the memory tracker's latent cache")
     diagnostics_period: float = Field(1.0, gt=0.0, le=60.0, description="s")
-
-
-def stamp_seconds(stamp) -> float:
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
 
 
 def resolve_model_dir(name: str) -> Path:
@@ -149,7 +147,7 @@ class LatentPolicyNode(Node):
         rgb = decode_rgb(msg.encoding, msg.width, msg.height, msg.step, bytes(msg.data))
         fy = self.focal.get(cam, msg.height / (2.0 * math.tan(math.radians(60.0) / 2.0)))
         small = crop_to_fov(rgb, fy, CAMERA_FOV_DEG.get(cam, 60.0), self.core.config.image_size)
-        self.frames[cam] = (stamp_seconds(msg.header.stamp), small)
+        self.frames[cam] = (to_seconds(msg.header.stamp), small)
 
     def _on_info(self, cam: str, msg: CameraInfo) -> None:
         fy = float(msg.k[4])
@@ -190,7 +188,7 @@ class LatentPolicyNode(Node):
         js = joint_state if joint_state is not None and len(joint_state.name) else self.joint_state
         if js is None:
             raise ObservationError("no joint state in the request and none received on /joint_states")
-        stamp = stamp_seconds(js.header.stamp)
+        stamp = to_seconds(js.header.stamp)
         if stamp > 0 and now - stamp > max_age:
             raise ObservationError(f"joint state is stale: {now - stamp:.2f} s old (max_observation_age {max_age} s)")
         try:
@@ -323,10 +321,7 @@ class LatentPolicyNode(Node):
     # -- diagnostics
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.stats["latency"]) * 1000.0
-        status = DiagnosticStatus(name=NODE_NAME, hardware_id=self.core.model_id,
-                                  level=DiagnosticStatus.WARN if self.stats["rejected"] and not self.stats["served"]
-                                  else DiagnosticStatus.OK,
-                                  message=self.stats["last_rejection"] or "ok")
+        level = DiagnosticStatus.WARN if self.stats["rejected"] and not self.stats["served"] else DiagnosticStatus.OK
         values = {"served": self.stats["served"], "rejected": self.stats["rejected"],
                   "cache_hit_rate": round(self.core.cache.hit_rate, 3), "cache_hits": self.core.cache.hits,
                   "cache_misses": self.core.cache.misses,
@@ -334,11 +329,8 @@ class LatentPolicyNode(Node):
                   "latency_ms_p95": round(float(np.percentile(lat, 95)), 2) if len(lat) else 0.0,
                   "chunks_sent": self.stats["chunks_sent"], "closed_loop": self.stats["closed_loop"],
                   "callback_errors": sum(getattr(self, "callback_errors", {}).values())}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [status]
-        self.diag_pub.publish(msg)
+        status = diagnostic_status(level, NODE_NAME, self.core.model_id, self.stats["last_rejection"] or "ok", values)
+        publish_diagnostics(self.diag_pub, self.get_clock().now().to_msg(), [status])
 
 
 def main(args=None) -> int:

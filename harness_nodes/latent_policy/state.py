@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from harness_nodes.router.kinematics import ArmKinematics
+from harness_nodes.common.kinematics import ArmKinematics
 
 MAX_JOINTS = 64
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from harness_nodes.common.geometry import matrix_to_quat, quat_multiply, quat_to_matrix
 from harness_nodes.router.validation import (ChunkInput, Failure, GripperCommand, Rejection, Space, ValidationLimits,
                                              validate_chunk)
 from harness_nodes.world_model.configuration_world_model import WorldModelConfig
@@ -38,28 +39,6 @@ class StepPlan:
     @property
     def steps(self) -> int:
         return len(self.actions)
-
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = q / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def matrix_to_quat(r: np.ndarray) -> np.ndarray:
-    w = math.sqrt(max(0.0, 1.0 + r[0, 0] + r[1, 1] + r[2, 2])) / 2.0
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + r[0, 0] - r[1, 1] - r[2, 2])) / 2.0, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] + r[1, 1] - r[2, 2])) / 2.0, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] - r[1, 1] + r[2, 2])) / 2.0, r[1, 0] - r[0, 1])
-    return np.array([x, y, z, w])
-
-
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    return np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
 
 
 def nlerp(a: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:

@@ -57,7 +57,7 @@ class WorldModelCore:
             raise ValueError(f"backend '{backend}' is not one of {BACKENDS}")
         if backend == "learned" and model is None:
             raise ValueError("backend 'learned' needs model weights")
-        from harness_nodes.router.kinematics import ArmKinematics
+        from harness_nodes.common.kinematics import ArmKinematics
         self.config = config
         self.description = description
         self.kin = ArmKinematics.from_description(description)

@@ -14,8 +14,9 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 
-from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
-from harness_nodes.world_model.actions import StepPlan, matrix_to_quat
+from harness_nodes.common.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.common.geometry import matrix_to_quat
+from harness_nodes.world_model.actions import StepPlan
 from harness_nodes.world_model.configuration_world_model import WorldModelConfig
 from harness_nodes.world_model.modeling_ensemble import FAILURE_FLAGS, task_progress
 from harness_nodes.world_model.state import Belief, ObjectBelief, StateLayout, build_state

@@ -16,7 +16,7 @@ from collections import Counter, deque
 from typing import ClassVar
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from pydantic import BaseModel, ConfigDict, Field
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -25,10 +25,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 
 from harness_nodes.common.callbacks import guarded, guarded_service
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.robot_description import load_robot_description
+from harness_nodes.common.stamps import to_seconds
 from harness_nodes.router.validation import ChunkInput
 from harness_nodes.world_model.configuration_world_model import WorldModelConfig
 from harness_nodes.world_model.core import BACKENDS, WorldModelCore
@@ -73,20 +75,16 @@ class WorldModelParameters(BaseModel):
     torch_threads: int = Field(1, ge=1, le=64)
 
 
-def _seconds(d) -> float:
-    return float(d.sec) + float(d.nanosec) * 1e-9
-
-
 def chunk_input(msg) -> ChunkInput:
     return ChunkInput(
         chunk_id=msg.chunk_id, space=msg.space, source=msg.source, attempt=msg.attempt, frame_id=msg.header.frame_id,
         ee_positions=[(p.position.x, p.position.y, p.position.z) for p in msg.ee_poses],
         ee_orientations=[(p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) for p in msg.ee_poses],
-        ee_times=[_seconds(d) for d in msg.ee_times], joint_names=list(msg.joint_names),
+        ee_times=[to_seconds(d) for d in msg.ee_times], joint_names=list(msg.joint_names),
         joint_positions=[list(p.positions) for p in msg.joint_points],
         joint_velocities=[list(p.velocities) for p in msg.joint_points],
         joint_accelerations=[list(p.accelerations) for p in msg.joint_points],
-        joint_times=[_seconds(p.time_from_start) for p in msg.joint_points],
+        joint_times=[to_seconds(p.time_from_start) for p in msg.joint_points],
         gripper_command=msg.gripper_command, gripper_width=msg.gripper_width)
 
 
@@ -171,7 +169,7 @@ class WorldModelNode(Node):
             if f["kind"] == 0 and f["state"] in (0, 1) and np.all(np.isfinite(f["position"])):
                 objects[f["subject"]] = np.asarray(f["position"], dtype=float)
         with self.lock:
-            found = self.surprise.observed(objects, _seconds(msg.header.stamp))
+            found = self.surprise.observed(objects, to_seconds(msg.header.stamp))
         for s in found:
             out = WorldModelSurprise()
             out.header.stamp = self.get_clock().now().to_msg()
@@ -188,7 +186,7 @@ class WorldModelNode(Node):
     def _on_execution(self, msg: ExecutionFeedback) -> None:
         if msg.status in (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED):
             with self.lock:
-                self.surprise.executed(msg.chunk_id, _seconds(msg.header.stamp))
+                self.surprise.executed(msg.chunk_id, to_seconds(msg.header.stamp))
 
     # -- the service
     def _on_evaluate(self, request, response):
@@ -199,7 +197,7 @@ class WorldModelNode(Node):
             js, received = self.latest_joint_state
             age = self.now() - received
         elif len(js.name):
-            stamp = _seconds(js.header.stamp)
+            stamp = to_seconds(js.header.stamp)
             age = self.now() - stamp if stamp > 0 else float("inf")
         facts = [fact_dict(f) for f in request.facts[:MAX_FACTS]] if len(request.facts) else list(self.latest_facts)
         candidates = [chunk_input(c) for c in request.candidates]
@@ -254,14 +252,9 @@ class WorldModelNode(Node):
                   "veto_threshold": self.core.threshold, "surprises": self.counts["surprises"],
                   "callback_errors": sum(getattr(self, "callback_errors", Counter()).values())}
         level = DiagnosticStatus.WARN if self.model_error else DiagnosticStatus.OK
-        status = DiagnosticStatus(level=level, name=STATUS_NAME, hardware_id=self.params.robot,
-                                  message=(self.model_error or self.last_message or "ready")[:500])
-        status.values = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v)))
-                         for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        self.diag_pub.publish(arr)
+        status = diagnostic_status(level, STATUS_NAME, self.params.robot, self.model_error or self.last_message or "ready",
+                                   values, float_format=".3f", max_text=500)
+        publish_diagnostics(self.diag_pub, self.get_clock().now().to_msg(), [status])
 
 
 def main(args=None) -> int:
