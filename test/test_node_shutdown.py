@@ -19,7 +19,8 @@ SIGNALS = {"SIGINT": [(signal.SIGINT, 0.0)],
            "SIGINT,SIGINT": [(signal.SIGINT, 0.0), (signal.SIGINT, 0.05)],
            "SIGINT,late SIGINT": [(signal.SIGINT, 0.0), (signal.SIGINT, 0.4)],
            "SIGTERM": [(signal.SIGTERM, 0.0)]}
-ESCAPED = ("Traceback", "KeyboardInterrupt", "RCLError", "context is not valid", "ExternalShutdownException")
+ESCAPED = ("Traceback", "KeyboardInterrupt", "RCLError", "context is not valid", "ExternalShutdownException",
+           "never retrieved")
 
 
 def _up(ros_node, process, name: str, timeout: float = 40.0) -> None:
@@ -96,3 +97,19 @@ def test_router_exits_0_on_two_sigints(start_node, ros_node):
     node = start_node("harness_nodes.router.node", "router.yaml")
     _up(ros_node, node, "controller_router")
     _assert_clean(node, _signal_and_wait(node, SIGNALS["SIGINT,late SIGINT"]))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("signals", ["SIGINT", "SIGTERM"])
+def test_world_model_exits_0_while_its_multithreaded_executor_is_busy(start_node, ros_node, signals):
+    """The world model spins a multi-threaded executor; joint states keep its handlers queued when
+    the signal arrives (rclpy used to print 'exception was never retrieved' on the way out)."""
+    from sensor_msgs.msg import JointState
+    pub = ros_node.create_publisher(JointState, "/joint_states", 10)
+    node = start_node("harness_nodes.world_model.node", "world_model.yaml")
+    _up(ros_node, node, "world_model")
+    assert spin_until(ros_node, lambda: pub.get_subscription_count() > 0, 20.0)
+    for i in range(200):
+        pub.publish(JointState(name=["panda_joint1"], position=[0.0]))
+        ros_node.executor_for_test.spin_once(timeout_sec=0.001)
+    _assert_clean(node, _signal_and_wait(node, SIGNALS[signals]))

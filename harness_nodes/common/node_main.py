@@ -69,6 +69,13 @@ def _spin(node, context, stop: StopRequest, make_executor: Callable | None) -> N
         while not stop and context.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD)
     finally:
+        executor.remove_node(node)   # nothing of the node is taken any more
+        # A multi-threaded executor's shutdown destroys its guard condition before it joins its
+        # thread pool, and a handler still queued there then fails triggering it ("exception was
+        # never retrieved: cannot use Destroyable" at exit). Let the queued handlers finish first.
+        pool = getattr(executor, "_executor", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
         executor.shutdown(timeout_sec=1.0)
 
 
