@@ -99,7 +99,8 @@ def test_logger_methods_are_called_where_they_are_named():
 
 
 GUARDED_NODES = ["harness_nodes/memory/node.py", "harness_nodes/perception/node.py", "harness_nodes/sim/node.py",
-                 "harness_nodes/expert/node.py"]
+                 "harness_nodes/expert/node.py", "harness_nodes/supervisor/node.py",
+                 "harness_nodes/supervisor/operator/node.py"]
 
 
 @pytest.mark.parametrize("rel", GUARDED_NODES)

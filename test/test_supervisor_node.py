@@ -1,0 +1,252 @@
+"""The supervisor over DDS with real nodes: sim + router + memory tracker + perception (which fills
+memory from the sim's cameras) + supervisor, each its own process, the policy and the world model
+switched off (planner fallback). The test reads /sim/ground_truth only to judge the outcome.
+
+Covered: a task that succeeds; cancel mid-motion (the arm holds, the result says cancelled); a goal
+naming an unknown object and a second goal while one runs, both refused at acceptance; escalation
+(recovery off, the cube moved under the plan) -> HelpRequest -> HumanFeedback "retry" -> acted on
+and kept in memory; hostile HumanFeedback and goal strings, after which the node still answers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rclpy.action import ActionClient
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+
+from conftest import spin_until
+from robot_harness.action import ExecuteTask
+from robot_harness.msg import (ExecutionFeedback, HarnessStatus, HelpRequest, HumanFeedback, MemoryFact,
+                               SimGroundTruth)
+from robot_harness.srv import AssertFact, QueryMemory, SimControl
+
+pytestmark = pytest.mark.integration
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+HELP_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+ABLATED = dict(use_sim_time=True, use_policy=False, use_world_model=False)
+
+
+class Harness:
+    """Test-side client: the action, status, help requests, memory, ground truth (judging only)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.action = ActionClient(node, ExecuteTask, "/harness/execute_task")
+        self.gt: SimGroundTruth | None = None
+        self.joints: JointState | None = None
+        self.status: list[HarnessStatus] = []
+        self.help: list[HelpRequest] = []
+        self.execution: list[ExecutionFeedback] = []
+        self.diagnostics: list[str] = []
+        self.feedback: list = []
+        node.create_subscription(SimGroundTruth, "/sim/ground_truth", lambda m: setattr(self, "gt", m), 10)
+        node.create_subscription(JointState, "/joint_states", lambda m: setattr(self, "joints", m), 10)
+        node.create_subscription(HarnessStatus, "/harness/status", self.status.append, RELIABLE)
+        node.create_subscription(HelpRequest, "/harness/help_request", self.help.append, HELP_QOS)
+        node.create_subscription(ExecutionFeedback, "/harness/execution", self.execution.append, RELIABLE)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.human = node.create_publisher(HumanFeedback, "/harness/human_feedback", RELIABLE)
+        self.query = node.create_client(QueryMemory, "/harness/memory/query")
+        self.assert_fact = node.create_client(AssertFact, "/harness/memory/assert")
+        self.control = node.create_client(SimControl, "/sim/control")
+
+    def _on_diagnostics(self, msg):
+        for s in msg.status:
+            if s.name == "supervisor":
+                self.diagnostics.append(s.message)
+
+    def call(self, client, request, timeout=10.0):
+        assert client.wait_for_service(timeout_sec=timeout)
+        future = client.call_async(request)
+        assert spin_until(self.node, future.done, timeout)
+        return future.result()
+
+    def believes(self, subject: str) -> bool:
+        res = self.call(self.query, QueryMemory.Request(subject=subject, kind=MemoryFact.KIND_VISUAL))
+        return any(f.state == MemoryFact.STATE_VALID and f.confidence > 0.5 for f in res.facts)
+
+    def ready(self, subject="red_cube", timeout=120.0) -> None:
+        assert self.action.wait_for_server(timeout_sec=60.0), "no ExecuteTask action server"
+        assert spin_until(self.node, lambda: self.query.service_is_ready() and self.believes(subject), timeout), \
+            f"memory never believed in {subject}"
+        assert spin_until(self.node, lambda: self.human.get_subscription_count() > 0 and self.status, 30.0)
+
+    def send(self, text: str, wait: float = 10.0, **fields):
+        goal = ExecuteTask.Goal(task=text, **fields)
+        future = self.action.send_goal_async(goal, feedback_callback=lambda f: self.feedback.append(f.feedback))
+        assert spin_until(self.node, future.done, wait), "goal not answered"
+        return future.result()
+
+    def send_accepted(self, text: str, wait: float = 30.0, **fields):
+        """Send until accepted (the supervisor's view of memory lags it by a snapshot period)."""
+        handle = None
+        assert spin_until(self.node, lambda: (h := self.send(text, **fields)).accepted and (
+            setattr(self, "_h", h) or True), wait, step=0.5), self.diagnostics[-3:]
+        handle = self._h
+        return handle
+
+    def result(self, handle, timeout: float):
+        future = handle.get_result_async()
+        assert spin_until(self.node, future.done, timeout), "no result in time"
+        return future.result()
+
+    def in_tray(self, oid="red_cube") -> bool:
+        return self.gt is not None and oid in self.gt.in_tray and self.gt.held_object == ""
+
+
+@pytest.fixture
+def stack(start_node, tmp_path):
+    def _start(**supervisor):
+        nodes = {
+            "sim": start_node("harness_nodes.sim.node", "sim.yaml"),
+            "router": start_node("harness_nodes.router.node", "router.yaml", use_sim_time=True),
+            "memory": start_node("harness_nodes.memory.node", "memory.yaml", use_sim_time=True,
+                                 db_path=str(tmp_path / "memory.sqlite")),
+            "perception": start_node("harness_nodes.perception.node", "perception.yaml", use_sim_time=True),
+            "supervisor": start_node("harness_nodes.supervisor.node", "supervisor.yaml", **{**ABLATED, **supervisor}),
+        }
+        return nodes
+    return _start
+
+
+def logs(nodes, name="supervisor", n=4000):
+    return nodes[name].log()[-n:]
+
+
+@pytest.mark.timeout(300)
+def test_task_succeeds_with_planner_fallback_and_perception(stack, ros_node):
+    nodes = stack()
+    h = Harness(ros_node)
+    h.ready()
+    handle = h.send_accepted("put the red cube in the tray", task_id="t-ok")
+    res = h.result(handle, 240.0)
+    assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, logs(nodes))
+    assert res.result.success and res.result.outcome == "succeeded" and res.result.attempts >= 1
+    assert spin_until(ros_node, h.in_tray, 10.0), (h.gt.in_tray if h.gt else None, logs(nodes))
+    subtasks = {f.subtask for f in h.feedback}
+    assert {"look", "approach", "grasp", "lift", "move", "place", "release", "verify"} <= subtasks
+    ours = [e for e in h.execution if e.chunk_id.startswith("sup-")]
+    assert ours and all(e.attempt >= 1 for e in ours)            # the attempt travels with every command
+    assert any(s.task_id == "t-ok" for s in h.status)
+    assert all(n.alive() for n in nodes.values())
+
+
+@pytest.mark.timeout(300)
+def test_cancel_holds_the_arm_and_refusals_at_acceptance(stack, ros_node):
+    nodes = stack()
+    h = Harness(ros_node)
+    h.ready()
+    rejected = h.send("put the purple cube in the tray")
+    assert not rejected.accepted
+    assert spin_until(ros_node, lambda: any("unknown object 'purple cube'" in d for d in h.diagnostics), 5.0), \
+        h.diagnostics[-3:]
+    handle = h.send_accepted("put red_cube in tray", task_id="t-cancel")
+    second = h.send("put red_cube in tray")
+    assert not second.accepted
+    assert spin_until(ros_node, lambda: any("busy" in d for d in h.diagnostics), 5.0)
+    # mid-motion: the approach chunk executing
+    assert spin_until(ros_node, lambda: any(e.chunk_id.startswith("sup-approach") and
+                                            e.status == ExecutionFeedback.STATUS_EXECUTING for e in h.execution),
+                      120.0), logs(nodes)
+    cancel = handle.cancel_goal_async()
+    assert spin_until(ros_node, cancel.done, 10.0)
+    res = h.result(handle, 30.0)
+    assert res.status == GoalStatus.STATUS_CANCELED, res.result.message
+    assert res.result.outcome == "aborted" and "cancelled" in res.result.message and "arm held" in res.result.message
+    assert any(e.chunk_id.startswith("sup-") and e.status == ExecutionFeedback.STATUS_HELD for e in h.execution)
+    # the arm stays where it stopped
+    assert spin_until(ros_node, lambda: h.joints is not None, 5.0)
+    before = np.array(h.joints.position[:7])
+    spin_until(ros_node, lambda: False, 1.5)
+    assert np.max(np.abs(np.array(h.joints.position[:7]) - before)) < 0.01
+    # and a new goal is accepted again once the first has ended
+    again = h.send_accepted("put red_cube in tray", task_id="t-after")
+    cancel = again.cancel_goal_async()
+    assert spin_until(ros_node, cancel.done, 10.0)
+    assert h.result(again, 30.0).status == GoalStatus.STATUS_CANCELED
+    assert all(n.alive() for n in nodes.values())
+
+
+@pytest.mark.timeout(360)
+def test_escalation_is_answered_acted_on_and_remembered(stack, ros_node):
+    nodes = stack(use_recovery=False, look_timeout=20.0)
+    h = Harness(ros_node)
+    h.ready()
+    handle = h.send_accepted("put red_cube in tray", task_id="t-help")
+    # the cube is moved while the arm approaches where it was
+    assert spin_until(ros_node, lambda: any(f.subtask == "approach" and f.phase == "execute" for f in h.feedback),
+                      120.0), logs(nodes)
+    req = SimControl.Request(command=SimControl.Request.COMMAND_MOVE_OBJECT, object_id="red_cube")
+    req.pose.position.x, req.pose.position.y, req.pose.position.z = 0.36, 0.16, 0.026
+    req.pose.orientation.w = 1.0
+    assert h.call(h.control, req).success
+    assert spin_until(ros_node, lambda: h.help, 150.0), logs(nodes)
+    question = h.help[-1]
+    assert question.task_id == "t-help" and "retry" in question.options
+    assert spin_until(ros_node, lambda: h.status and h.status[-1].waiting_for_human, 5.0)
+    unknown = HumanFeedback(request_id="no-such-request", kind=HumanFeedback.KIND_APPROVE, response="retry")
+    h.human.publish(unknown)
+    assert spin_until(ros_node, lambda: any("unknown request id 'no-such-request'" in d for d in h.diagnostics), 5.0)
+    h.human.publish(HumanFeedback(request_id=question.request_id, kind=HumanFeedback.KIND_APPROVE,
+                                  response="retry", note="the cube was pushed aside"))
+    res = h.result(handle, 240.0)
+    assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, logs(nodes, n=8000))
+    assert spin_until(ros_node, h.in_tray, 10.0)
+    texts = h.call(h.query, QueryMemory.Request(kind=MemoryFact.KIND_TEXT)).facts
+    assert any("the cube was pushed aside" in f.value and question.request_id in f.value for f in texts)
+
+
+# ---------------------------------------------------------------- hostile input (no sim needed)
+@pytest.fixture
+def light(start_node, tmp_path, ros_node):
+    memory = start_node("harness_nodes.memory.node", "memory.yaml", db_path=str(tmp_path / "m.sqlite"))
+    supervisor = start_node("harness_nodes.supervisor.node", "supervisor.yaml", use_policy=False,
+                            use_world_model=False)
+    h = Harness(ros_node)
+    assert h.action.wait_for_server(timeout_sec=60.0), supervisor.log()
+    fact = MemoryFact(kind=MemoryFact.KIND_VISUAL, subject="red_cube", confidence=0.9, source="test")
+    fact.pose.position.x, fact.pose.position.z, fact.pose.orientation.w = 0.4, 0.025, 1.0
+    fact.header.stamp = ros_node.get_clock().now().to_msg()
+    assert h.call(h.assert_fact, AssertFact.Request(fact=fact)).success
+    assert spin_until(ros_node, lambda: h.human.get_subscription_count() > 0 and h.status, 30.0)
+    return h, supervisor, memory
+
+
+def still_answers(h) -> bool:
+    """The supervisor still refuses a bad goal at once and keeps publishing status."""
+    n = len(h.status)
+    refused = not h.send("put the purple cube in the tray").accepted
+    return refused and spin_until(h.node, lambda: len(h.status) > n, 5.0)
+
+
+@pytest.mark.timeout(240)
+def test_hostile_feedback_and_goals_leave_the_supervisor_answering(light):
+    h, supervisor, memory = light
+    texts = st.one_of(st.just(""), st.text(max_size=50), st.just("x" * 100_000), st.just("😀" * 5000),
+                      st.just("\x00\u202e\ufffe"), st.just("1e308 nan inf"))
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(rid=texts, kind=st.integers(0, 255), response=texts, note=texts)
+    def feedback(rid, kind, response, note):
+        h.human.publish(HumanFeedback(request_id=rid, kind=kind, response=response, note=note))
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(text=texts, task_id=texts, timeout=st.sampled_from([0.0, -1.0, 1e308, math.inf, math.nan]))
+    def goals(text, task_id, timeout):
+        handle = h.send(text, task_id=task_id, timeout=timeout)
+        if handle.accepted:            # a goal the supervisor found valid: cancel it again
+            spin_until(h.node, handle.cancel_goal_async().done, 10.0)
+            h.result(handle, 60.0)
+
+    feedback()
+    assert still_answers(h), supervisor.log()[-3000:]
+    goals()
+    assert still_answers(h), supervisor.log()[-3000:]
+    assert supervisor.alive() and memory.alive()
+    assert any("HumanFeedback" in d for d in h.diagnostics)
