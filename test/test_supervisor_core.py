@@ -389,3 +389,10 @@ def test_task_timeout_holds_and_fails():
     task = parse_task("put red_cube in tray", {"red_cube"}, {"tray"})
     out = TaskRunner(w, task, "t", RunnerConfig(look_timeout=5.0), timeout=1.0).run()
     assert out.outcome in ("failed", "escalated") and not out.success
+
+
+def test_measured_grip_overrides_memorys_note():
+    assert Belief("red_cube", (0, 0, 0), value='{"held": true}').held
+    assert not Belief("red_cube", (0, 0, 0), value='{"held": true}', gripped=False).held
+    assert Belief("red_cube", (0, 0, 0), value='{"label": "cube"}', gripped=True).held
+    assert not Belief("red_cube", (0, 0, 0), value="not json").held

@@ -9,6 +9,7 @@ and kept in memory; hostile HumanFeedback and goal strings, after which the node
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -85,11 +86,13 @@ class Harness:
 
     def send_accepted(self, text: str, wait: float = 30.0, **fields):
         """Send until accepted (the supervisor's view of memory lags it by a snapshot period)."""
-        handle = None
-        assert spin_until(self.node, lambda: (h := self.send(text, **fields)).accepted and (
-            setattr(self, "_h", h) or True), wait, step=0.5), self.diagnostics[-3:]
-        handle = self._h
-        return handle
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            handle = self.send(text, **fields)
+            if handle.accepted:
+                return handle
+            spin_until(self.node, lambda: False, 1.0)
+        raise AssertionError(f"goal '{text}' never accepted: {self.diagnostics[-3:]}")
 
     def result(self, handle, timeout: float):
         future = handle.get_result_async()

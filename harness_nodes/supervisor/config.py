@@ -15,7 +15,7 @@ class SupervisorParameters(BaseModel):
         "use_policy", "use_world_model", "use_memory_validity", "use_viewpoint", "use_recovery", "use_escalation",
         "num_candidates", "min_confidence", "retries_per_subgoal", "retries_per_task", "look_timeout",
         "verify_timeout", "grasp_check_timeout", "moved_tolerance", "service_timeout", "policy_timeout",
-        "world_model_timeout", "ack_timeout", "chunk_timeout", "hold_timeout", "help_timeout", "task_timeout"})
+        "world_model_timeout", "ack_timeout", "gripper_empty_width", "gripper_open_width", "chunk_timeout", "hold_timeout", "help_timeout", "task_timeout"})
     # ablation switches
     use_policy: bool = Field(True, description="ask the latent-action policy for candidates (else the planner)")
     use_world_model: bool = Field(True, description="let the world model rank and veto candidates")
@@ -23,6 +23,10 @@ class SupervisorParameters(BaseModel):
     use_viewpoint: bool = Field(True, description="ask perception to re-check stale beliefs")
     use_recovery: bool = Field(True, description="recover from typed failures within the retry budget")
     use_escalation: bool = Field(True, description="ask a human when the budget is spent")
+    robot: str = Field("panda", min_length=1, max_length=64,
+                       description="config/robots/<robot>.yaml: gripper width from the finger joints")
+    gripper_empty_width: float = Field(0.004, ge=0.0, le=0.5, description="m: fingers closed on nothing")
+    gripper_open_width: float = Field(0.07, gt=0.0, le=0.5, description="m: at least this wide holds nothing")
     # decisions
     num_candidates: int = Field(4, ge=1, le=32)
     min_confidence: float = Field(0.3, ge=0.0, le=1.0, description="belief confidence needed to act on it")

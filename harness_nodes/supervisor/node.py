@@ -62,6 +62,7 @@ from harness_nodes.common.callbacks import guarded
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
+from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.supervisor.config import SupervisorParameters
 from harness_nodes.supervisor.planner import Belief, Candidate, PlannerConfig, Planner, waypoint_times
 from harness_nodes.supervisor.recovery import FailureType, Subgoal
@@ -123,6 +124,7 @@ class Supervisor(Node):
         self.io_group = ReentrantCallbackGroup()                 # subscriptions, service answers
         self.task_group = MutuallyExclusiveCallbackGroup()       # the running task
         self.planner = Planner(PlannerConfig())
+        self.gripper = load_robot_description(p.robot).gripper
 
         self.command_pub = self.create_publisher(ActionChunk, p.command_topic, RELIABLE)
         self.heartbeat_pub = self.create_publisher(Header, p.heartbeat_topic, HEARTBEAT_QOS)
@@ -209,6 +211,18 @@ class Supervisor(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         self.joint_state = msg
+
+    def gripped(self) -> bool | None:
+        """Fingers closed on something, from the newest joint state (None: fingers not in it)."""
+        js = self.joint_state
+        if js is None or len(js.name) != len(js.position):
+            return None
+        pos = dict(zip(js.name, js.position))
+        fingers = [pos.get(j, math.nan) for j in self.gripper.joint_names]
+        if not all(math.isfinite(v) for v in fingers):
+            return None
+        width = self.gripper.width_from_joints(fingers)
+        return bool(self.params.gripper_empty_width < width < self.params.gripper_open_width)
 
     def _on_human_feedback(self, msg: HumanFeedback) -> None:
         try:
@@ -316,7 +330,9 @@ class Supervisor(Node):
         try:
             task = self._parse(goal.task)      # memory may have changed since acceptance
             params = self.params
-            runner = TaskRunner(NodePorts(self, goal_handle, task_id), task, task_id, params.runner_config(),
+            ports = NodePorts(self, goal_handle, task_id)
+            ports.object_id = task.object_id
+            runner = TaskRunner(ports, task, task_id, params.runner_config(),
                                 self.planner, max_attempts=int(goal.max_attempts),
                                 timeout=goal.timeout or params.task_timeout)
             self.run_state = runner.state
@@ -404,6 +420,7 @@ class NodePorts:
         self.params = node.params
         self.last_target = None
         self.help_count = 0
+        self.object_id = ""          # the task's object: the only thing the supervisor ever grips
 
     # -- memory
     def beliefs(self, subjects: list[str]) -> dict[str, Belief]:
@@ -419,7 +436,8 @@ class NodePorts:
                 p, o = best.pose.position, best.pose.orientation
                 out[subject] = Belief(subject, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w), float(best.confidence),
                                       int(best.state), best.value, best.source,
-                                      best.last_verified.sec + best.last_verified.nanosec * 1e-9)
+                                      best.last_verified.sec + best.last_verified.nanosec * 1e-9,
+                                      gripped=self.node.gripped() if subject == self.object_id else None)
             elif subject in places:
                 out[subject] = Belief(subject, places[subject], source="config")
         return out

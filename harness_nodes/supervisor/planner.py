@@ -32,9 +32,14 @@ class Belief:
     value: str = ""
     source: str = ""
     last_verified: float = 0.0
+    gripped: bool | None = None       # measured: fingers closed on something (None = not measured)
 
     @property
     def held(self) -> bool:
+        """In the gripper: measured finger width when known (memory's grasp note in the fact's value
+        is replaced by the next observation of the carried object), else memory's note."""
+        if self.gripped is not None:
+            return self.gripped
         try:
             return bool(json.loads(self.value).get("held", False)) if self.value else False
         except (ValueError, AttributeError):
