@@ -26,6 +26,8 @@ from harness_nodes.perception.node import PerceptionNode
 from harness_nodes.router.core import RouterParameters
 from harness_nodes.router.node import ControllerRouter
 from harness_nodes.sim.node import SimNode, SimParameters
+from harness_nodes.supervisor.config import SupervisorParameters
+from harness_nodes.supervisor.node import Supervisor
 
 # model, node class (its _apply_parameters), node name in config/stack.yaml
 NODES = {
@@ -34,6 +36,7 @@ NODES = {
     "memory_tracker": (MemoryParameters, MemoryTracker),
     "perception": (PerceptionParameters, PerceptionNode),
     "pick_place_expert": (ExpertParameters, PickPlaceExpert),
+    "supervisor": (SupervisorParameters, Supervisor),
 }
 MODELS = [m for m, _ in NODES.values()]
 PY_TYPES = {"bool": bool, "integer": int, "double": float, "string": str}
@@ -248,7 +251,8 @@ def fake_perception(params):
 
 
 FAKES = {"controller_router": fake_router, "memory_tracker": fake_memory, "perception": fake_perception,
-         "sim": lambda p: types.SimpleNamespace(params=p), "pick_place_expert": lambda p: types.SimpleNamespace(params=p)}
+         "sim": lambda p: types.SimpleNamespace(params=p), "pick_place_expert": lambda p: types.SimpleNamespace(params=p),
+         "supervisor": lambda p: types.SimpleNamespace(params=p)}
 
 
 @pytest.mark.parametrize("node_name", list(NODES))

@@ -379,8 +379,13 @@ def test_cancel_mid_task_holds_and_says_cancelled():
     w = World(cancel_after=2)
     out = run(w)
     assert out.outcome == "aborted" and "cancelled" in out.message
-    assert w.holds == ["task cancelled"]
+    assert w.holds == []                # the port held when the chunk was cancelled: no second hold
     assert len(w.sent) == 3
+    w = World()
+    w.cancel_after = 0
+    w.sent.append(("earlier", 1))        # cancelled before anything is sent: the runner holds
+    out = run(w)
+    assert out.outcome == "aborted" and w.holds == ["task cancelled"]
 
 
 def test_task_timeout_holds_and_fails():

@@ -196,13 +196,27 @@ def test_escalation_is_answered_acted_on_and_remembered(stack, ros_node):
     unknown = HumanFeedback(request_id="no-such-request", kind=HumanFeedback.KIND_APPROVE, response="retry")
     h.human.publish(unknown)
     assert spin_until(ros_node, lambda: any("unknown request id 'no-such-request'" in d for d in h.diagnostics), 5.0)
-    h.human.publish(HumanFeedback(request_id=question.request_id, kind=HumanFeedback.KIND_APPROVE,
-                                  response="retry", note="the cube was pushed aside"))
-    res = h.result(handle, 240.0)
+    # answer every help request with "retry" (recovery is off: any later failure asks again)
+    future = handle.get_result_async()
+    answered: list[str] = []
+
+    def answer_open_requests() -> bool:
+        for req in h.help:
+            if req.request_id not in answered:
+                answered.append(req.request_id)
+                h.human.publish(HumanFeedback(request_id=req.request_id, kind=HumanFeedback.KIND_APPROVE,
+                                              response="retry", note="the cube was pushed aside"))
+        return future.done()
+
+    assert spin_until(ros_node, answer_open_requests, 240.0), logs(nodes, n=8000)
+    res = future.result()
     assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, logs(nodes, n=8000))
+    assert res.result.attempts == 1 + len(answered)               # each human retry is one more attempt
+    assert "answer to 't-help-help-1': kind 0, 'retry'" in nodes["supervisor"].log()
     assert spin_until(ros_node, h.in_tray, 10.0)
     texts = h.call(h.query, QueryMemory.Request(kind=MemoryFact.KIND_TEXT)).facts
-    assert any("the cube was pushed aside" in f.value and question.request_id in f.value for f in texts)
+    assert any("the cube was pushed aside" in f.value and question.request_id in f.value for f in texts), \
+        [f.value for f in texts]
 
 
 # ---------------------------------------------------------------- hostile input (no sim needed)

@@ -72,6 +72,8 @@ class SupervisorParameters(BaseModel):
 
     @model_validator(mode="after")
     def _places_have_positions(self):
+        if not self.gripper_empty_width < self.gripper_open_width:
+            raise ValueError("gripper_empty_width must be below gripper_open_width")
         if len(self.place_positions) != 3 * len(self.places):
             raise ValueError(f"place_positions needs 3 values per place ({3 * len(self.places)}), "
                              f"got {len(self.place_positions)}")

@@ -249,7 +249,7 @@ class Supervisor(Node):
 
     def _refuse_feedback(self, reason: str) -> None:
         self.counts["feedback_refused"] += 1
-        self.get_logger().warn(reason, throttle_duration_sec=1.0)
+        self.get_logger().warning(reason, throttle_duration_sec=1.0)
         self._diagnose(DiagnosticStatus.WARN, reason)
 
     # ------------------------------------------------------------------ timers
@@ -294,7 +294,7 @@ class Supervisor(Node):
         if reason is not None:
             self.counts["goals_rejected"] += 1
             self.last_rejection = f"goal rejected: {reason}"
-            self.get_logger().warn(self.last_rejection)
+            self.get_logger().warning(self.last_rejection)
             self._diagnose(DiagnosticStatus.WARN, self.last_rejection)
             return GoalResponse.REJECT
         self.counts["goals_accepted"] += 1
@@ -376,7 +376,7 @@ class Supervisor(Node):
     def _assert_text_async(self, subject: str, text: str) -> None:
         """Keep a text fact without waiting (from a subscriber: never block the executor)."""
         if not self.assert_client.service_is_ready():
-            self.get_logger().warn("memory assert service not available: note not kept", throttle_duration_sec=2.0)
+            self.get_logger().warning("memory assert service not available: note not kept", throttle_duration_sec=2.0)
             return
         fact = MemoryFact(kind=MemoryFact.KIND_TEXT, subject=subject[:MAX_REQUEST_ID], value=text[:MAX_TEXT],
                           confidence=1.0, source="human", fact_id=f"text/human/{uuid.uuid4().hex[:12]}")

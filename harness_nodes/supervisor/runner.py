@@ -36,7 +36,11 @@ class NodeLost(Exception):
 
 
 class Cancelled(Exception):
-    """The client cancelled the goal."""
+    """The client cancelled the goal. `held`: the port already held the arm (cancel mid-chunk)."""
+
+    def __init__(self, held: bool = False):
+        super().__init__("cancelled")
+        self.held = held
 
 
 @dataclass
@@ -155,11 +159,12 @@ class TaskRunner:
         self.failures: list[Failure] = []
         self.steps: list[str] = []
         self.help_requests = 0
+        self.restarts = 0             # recoveries and human retries: attempt = 1 + restarts
 
     # ------------------------------------------------------------------ bookkeeping
     @property
     def attempt(self) -> int:
-        return 1 + self.budget.used_task
+        return 1 + self.restarts
 
     def _say(self, line: str) -> None:
         self.steps.append(line)
@@ -226,10 +231,11 @@ class TaskRunner:
                         return result
                     i = SUBGOALS.index(result)
                     continue
+                self.restarts += 1
                 self._recover(decision.recovery, failure)
                 i = SUBGOALS.index(decision.restart)
-        except Cancelled:
-            held = self.ports.hold("task cancelled")
+        except Cancelled as cancel:
+            held = True if cancel.held else self.ports.hold("task cancelled")
             return self._finish(False, "aborted", f"cancelled by the client (arm {'held' if held else 'NOT held'})")
         return self._finish(True, "succeeded", f"'{self.task.object_id}' verified "
                             f"{'in' if self.task.kind.value == 'pick_place' else 'on'} '{self.task.destination}' "
@@ -258,7 +264,7 @@ class TaskRunner:
         self._report("execute", subgoal)
         result = self.ports.execute(chosen, self.attempt, subgoal)
         if result.cancelled:
-            raise Cancelled()
+            raise Cancelled(held=True)
         if not result.ok:
             return Failure(result.failure or FailureType.TIMEOUT, subgoal, result.message)
         self._say(f"{subgoal.value}: '{chosen.name}' from {chosen.source} executed (attempt {self.attempt})")
@@ -435,10 +441,12 @@ class TaskRunner:
             self.ports.remember_position(self.task.object_id, position)
             self.lost.clear()
             self.budget.grant()
+            self.restarts += 1
             self._say(f"escalation: '{self.task.object_id}' is at {list(position)} (human): re-planning")
             return Subgoal.LOOK
         if answer.kind == KIND_APPROVE or response.startswith("retry"):
             self.lost.clear()
             self.budget.grant()
+            self.restarts += 1
             return restart_point(Recovery.REPLAN_FRESH, subgoal, holding)
         return self._finish(False, "escalated", f"answer to '{rid}' not understood: '{answer.response[:100]}'")
