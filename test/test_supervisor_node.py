@@ -8,6 +8,7 @@ naming an unknown object and a second goal while one runs, both refused at accep
 and kept in memory; hostile HumanFeedback and goal strings, after which the node still answers."""
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from rclpy.action import ActionClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
 
 from conftest import spin_until
 from robot_harness.action import ExecuteTask
@@ -224,7 +226,7 @@ def test_escalation_is_answered_acted_on_and_remembered(stack, ros_node):
 def light(start_node, tmp_path, ros_node):
     memory = start_node("harness_nodes.memory.node", "memory.yaml", db_path=str(tmp_path / "m.sqlite"))
     supervisor = start_node("harness_nodes.supervisor.node", "supervisor.yaml", use_policy=False,
-                            use_world_model=False)
+                            use_world_model=False, ack_timeout=3.0, hold_timeout=2.0)
     h = Harness(ros_node)
     assert h.action.wait_for_server(timeout_sec=60.0), supervisor.log()
     fact = MemoryFact(kind=MemoryFact.KIND_VISUAL, subject="red_cube", confidence=0.9, source="test")
@@ -267,3 +269,41 @@ def test_hostile_feedback_and_goals_leave_the_supervisor_answering(light):
     assert still_answers(h), supervisor.log()[-3000:]
     assert supervisor.alive() and memory.alive()
     assert any("HumanFeedback" in d for d in h.diagnostics)
+
+
+@pytest.mark.timeout(180)
+def test_dead_router_holds_reports_and_the_operator_answers(light, domain_id):
+    """No router: the first chunk gets no feedback within ack_timeout -> hold attempted (the router's
+    lifecycle service does not answer either: reported, bounded), escalation at once; the operator
+    command lists the open request and aborts the task. Heartbeats keep their rate throughout."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, ros_env
+
+    h, supervisor, _ = light
+    beats: list = []
+    h.node.create_subscription(Header, "/harness/heartbeat", beats.append,
+                               QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+    handle = h.send_accepted("put red_cube in tray", task_id="t-dead")
+    assert spin_until(h.node, lambda: h.help, 60.0), supervisor.log()[-3000:]
+    assert "router not answering" in h.help[-1].question
+    assert "hold failed" in supervisor.log()
+    n = len(beats)
+    spin_until(h.node, lambda: False, 1.0)
+    assert len(beats) - n >= 5, "heartbeat stalled while the task waits for a human"
+
+    def operator(*args):
+        return subprocess.run([sys.executable, "-m", "harness_nodes.supervisor.operator", *args],
+                              env=ros_env(domain_id), cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    listed = operator("list", "--wait", "3")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
+    assert [r["request_id"] for r in rows if r["open"]] == [h.help[-1].request_id], listed.stdout
+    answered = operator("answer", h.help[-1].request_id, "abort", "--note", "router is down")
+    assert answered.returncode == 0, answered.stdout + answered.stderr[-2000:]
+    res = h.result(handle, 30.0)
+    assert res.status == GoalStatus.STATUS_ABORTED and res.result.outcome == "aborted", res.result.message
+    texts = h.call(h.query, QueryMemory.Request(kind=MemoryFact.KIND_TEXT)).facts
+    assert any("router is down" in f.value for f in texts)
