@@ -96,3 +96,11 @@ def test_router_exits_0_on_two_sigints(start_node, ros_node):
     node = start_node("harness_nodes.router.node", "router.yaml")
     _up(ros_node, node, "controller_router")
     _assert_clean(node, _signal_and_wait(node, SIGNALS["SIGINT,late SIGINT"]))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("signals", list(SIGNALS))
+def test_supervisor_exits_0(start_node, ros_node, signals):
+    node = start_node("harness_nodes.supervisor.node", "supervisor.yaml")
+    _up(ros_node, node, "supervisor")
+    _assert_clean(node, _signal_and_wait(node, SIGNALS[signals]))

@@ -401,3 +401,17 @@ def test_measured_grip_overrides_memorys_note():
     assert not Belief("red_cube", (0, 0, 0), value='{"held": true}', gripped=False).held
     assert Belief("red_cube", (0, 0, 0), value='{"label": "cube"}', gripped=True).held
     assert not Belief("red_cube", (0, 0, 0), value="not json").held
+
+
+def test_harness_stack_and_parameter_file_match_the_model():
+    from harness_nodes.bringup.stack import load_stack_description, node_parameters
+    from harness_nodes.supervisor.config import SupervisorParameters
+
+    stacks = load_stack_description()
+    names = [n.name for n in stacks.stack("harness").nodes]
+    assert names == [n.name for n in stacks.stack("sim_perception").nodes] + ["supervisor"]
+    values = node_parameters("supervisor.yaml", "supervisor")
+    assert set(values) == set(SupervisorParameters.model_fields)
+    assert SupervisorParameters.model_validate(values) == SupervisorParameters()
+    with pytest.raises(ValueError, match="3 values per place"):
+        SupervisorParameters(places=["tray", "bin"])

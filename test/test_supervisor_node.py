@@ -307,3 +307,61 @@ def test_dead_router_holds_reports_and_the_operator_answers(light, domain_id):
     assert res.status == GoalStatus.STATUS_ABORTED and res.result.outcome == "aborted", res.result.message
     texts = h.call(h.query, QueryMemory.Request(kind=MemoryFact.KIND_TEXT)).facts
     assert any("router is down" in f.value for f in texts)
+
+
+@pytest.mark.timeout(180)
+def test_policy_candidates_are_ranked_and_vetoed_by_the_world_model(start_node, tmp_path, ros_node):
+    """Against the ProposeActions and EvaluateCandidates interfaces (served here by the test): the
+    policy's candidates go to the world model with the task's goal; a veto of all of them is a
+    VETO_ALL failure and re-planned; the next ranking's choice is sent to the router (absent here:
+    escalated, then aborted)."""
+    from builtin_interfaces.msg import Duration
+    from geometry_msgs.msg import Pose as PoseMsg
+
+    from robot_harness.msg import ActionChunk, RolloutPrediction
+    from robot_harness.srv import EvaluateCandidates, ProposeActions
+
+    start_node("harness_nodes.memory.node", "memory.yaml", db_path=str(tmp_path / "m.sqlite"))
+    supervisor = start_node("harness_nodes.supervisor.node", "supervisor.yaml", ack_timeout=3.0, hold_timeout=2.0)
+    proposals, evaluations, sent = [], [], []
+
+    def propose(req, res):
+        proposals.append(req.goal)
+        for k in range(2):
+            chunk = ActionChunk(chunk_id=f"p{k}", source="test_policy", space=ActionChunk.SPACE_END_EFFECTOR)
+            pose = PoseMsg()
+            pose.position.x, pose.position.y, pose.position.z = 0.4, 0.05 * k, 0.2
+            pose.orientation.x = 1.0
+            chunk.ee_poses = [pose]
+            chunk.ee_times = [Duration(sec=1)]
+            res.candidates.candidates.append(chunk)
+            res.candidates.scores.append(0.5)
+        res.success = True
+        return res
+
+    def evaluate(req, res):
+        evaluations.append([c.source for c in req.candidates])
+        res.success = True
+        res.predictions = [RolloutPrediction(chunk_id=c.chunk_id) for c in req.candidates]
+        res.best_index = -1 if len(evaluations) == 1 else 1
+        return res
+
+    ros_node.create_service(ProposeActions, "/latent_policy/propose_actions", propose)
+    ros_node.create_service(EvaluateCandidates, "/harness/world_model/evaluate", evaluate)
+    ros_node.create_subscription(ActionChunk, "/harness/command", sent.append, RELIABLE)
+    h = Harness(ros_node)
+    assert h.action.wait_for_server(timeout_sec=60.0), supervisor.log()
+    fact = MemoryFact(kind=MemoryFact.KIND_VISUAL, subject="red_cube", confidence=0.9, source="test")
+    fact.pose.position.x, fact.pose.position.z, fact.pose.orientation.w = 0.4, 0.025, 1.0
+    fact.header.stamp = ros_node.get_clock().now().to_msg()
+    assert h.call(h.assert_fact, AssertFact.Request(fact=fact)).success
+    handle = h.send_accepted("put the red cube in the tray", task_id="t-wm")
+    assert spin_until(ros_node, lambda: h.help, 60.0), supervisor.log()[-3000:]
+    log = supervisor.log()
+    assert "veto_all at approach" in log and "world model chose candidate 1 of 2" in log, log[-3000:]
+    assert proposals and all(g == "put red_cube in tray" for g in proposals)
+    assert evaluations[0] == ["policy:test_policy", "policy:test_policy"]
+    assert sent and sent[0].source == "policy:test_policy" and sent[0].ee_poses[0].position.y == pytest.approx(0.05)
+    assert sent[0].attempt == 2                                   # the veto's re-plan is the second attempt
+    h.human.publish(HumanFeedback(request_id=h.help[-1].request_id, kind=HumanFeedback.KIND_ABORT, response="abort"))
+    assert h.result(handle, 30.0).result.outcome == "aborted"
