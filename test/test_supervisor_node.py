@@ -365,3 +365,37 @@ def test_policy_candidates_are_ranked_and_vetoed_by_the_world_model(start_node, 
     assert sent[0].attempt == 2                                   # the veto's re-plan is the second attempt
     h.human.publish(HumanFeedback(request_id=h.help[-1].request_id, kind=HumanFeedback.KIND_ABORT, response="abort"))
     assert h.result(handle, 30.0).result.outcome == "aborted"
+
+
+@pytest.mark.timeout(180)
+def test_a_policy_that_stops_answering_is_held_reported_and_replaced_by_the_planner(start_node, tmp_path, ros_node):
+    """The policy's service is there but never answers (its node is not spun): after policy_timeout
+    the supervisor holds, reports the lost node, and continues with planner chunks."""
+    import rclpy
+
+    from robot_harness.msg import ActionChunk
+    from robot_harness.srv import ProposeActions
+
+    start_node("harness_nodes.memory.node", "memory.yaml", db_path=str(tmp_path / "m.sqlite"))
+    supervisor = start_node("harness_nodes.supervisor.node", "supervisor.yaml", use_world_model=False,
+                            policy_timeout=2.0, ack_timeout=3.0, hold_timeout=1.0)
+    hung = rclpy.create_node("hung_policy", context=ros_node.context)
+    hung.create_service(ProposeActions, "/latent_policy/propose_actions", lambda req, res: res)
+    sent: list = []
+    ros_node.create_subscription(ActionChunk, "/harness/command", sent.append, RELIABLE)
+    h = Harness(ros_node)
+    assert h.action.wait_for_server(timeout_sec=60.0), supervisor.log()
+    fact = MemoryFact(kind=MemoryFact.KIND_VISUAL, subject="red_cube", confidence=0.9, source="test")
+    fact.pose.position.x, fact.pose.position.z, fact.pose.orientation.w = 0.4, 0.025, 1.0
+    fact.header.stamp = ros_node.get_clock().now().to_msg()
+    assert h.call(h.assert_fact, AssertFact.Request(fact=fact)).success
+    handle = h.send_accepted("put red_cube in tray", task_id="t-hung")
+    assert spin_until(ros_node, lambda: sent, 30.0), supervisor.log()[-3000:]
+    log = supervisor.log()
+    assert "hold: policy not answering" in log and "node_lost at approach" in log, log[-3000:]
+    assert sent[0].source == "supervisor_planner" and sent[0].attempt == 2
+    assert spin_until(ros_node, lambda: any(s.last_failure.startswith("node_lost") and s.task_id == "t-hung"
+                                            for s in h.status), 5.0), [s.last_failure for s in h.status[-3:]]
+    handle.cancel_goal_async()
+    assert h.result(handle, 30.0).status == GoalStatus.STATUS_CANCELED
+    hung.destroy_node()
