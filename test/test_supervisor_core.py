@@ -415,3 +415,12 @@ def test_harness_stack_and_parameter_file_match_the_model():
     assert SupervisorParameters.model_validate(values) == SupervisorParameters()
     with pytest.raises(ValueError, match="3 values per place"):
         SupervisorParameters(places=["tray", "bin"])
+
+
+def test_operator_answer_kinds():
+    from harness_nodes.supervisor.operator import kind_for
+
+    assert kind_for("retry") == KIND_APPROVE and kind_for("skip") == KIND_APPROVE
+    assert kind_for("Abort now") == KIND_ABORT
+    assert kind_for("object_is_at 0.4 0.1 0.03") == KIND_CORRECT
+    assert kind_for("retry", "reject") == 1

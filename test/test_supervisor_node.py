@@ -269,6 +269,7 @@ def test_hostile_feedback_and_goals_leave_the_supervisor_answering(light):
     assert still_answers(h), supervisor.log()[-3000:]
     assert supervisor.alive() and memory.alive()
     assert any("HumanFeedback" in d for d in h.diagnostics)
+    assert "input dropped" not in supervisor.log()                           # refused with a reason, no exception
 
 
 @pytest.mark.timeout(180)
@@ -399,3 +400,33 @@ def test_a_policy_that_stops_answering_is_held_reported_and_replaced_by_the_plan
     handle.cancel_goal_async()
     assert h.result(handle, 30.0).status == GoalStatus.STATUS_CANCELED
     hung.destroy_node()
+
+
+@pytest.mark.timeout(240)
+def test_hostile_state_inputs_leave_the_supervisor_answering(light):
+    """Joint states, memory snapshots and execution feedback with NaN, inf, +-1e308, huge strings and
+    arrays: dropped or ignored, the supervisor still refuses a bad goal and publishes status."""
+    from robot_harness.msg import ExecutionFeedback as Feedback, MemorySnapshot
+
+    h, supervisor, _ = light
+    node = h.node
+    js_pub = node.create_publisher(JointState, "/joint_states", 10)
+    snap_pub = node.create_publisher(MemorySnapshot, "/harness/memory",
+                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    fb_pub = node.create_publisher(Feedback, "/harness/execution", RELIABLE)
+    floats = st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0])
+    names = st.one_of(st.text(max_size=20), st.just("x" * 100_000))
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(value=floats, n=st.sampled_from([0, 2, 9, 10_000]), name=names)
+    def hostile(value, n, name):
+        js_pub.publish(JointState(name=[name] * min(n, 100), position=[value] * n))
+        fact = MemoryFact(subject=name, fact_id=name, kind=MemoryFact.KIND_VISUAL, confidence=float(value))
+        fact.pose.position.x = value
+        snap_pub.publish(MemorySnapshot(facts=[fact] * min(n, 2000)))
+        fb_pub.publish(Feedback(chunk_id=name, tracking_error=value, executed_positions=[value] * n))
+
+    hostile()
+    assert still_answers(h), supervisor.log()[-3000:]
+    assert supervisor.alive() and "input dropped" not in supervisor.log()    # handled, not caught by the guard

@@ -99,6 +99,8 @@ MAX_REQUEST_ID = 128
 MAX_TEXT = 2000
 MAX_OPEN_HELP = 64         # answered or open help requests remembered (unknown-id detection)
 MAX_CHUNK_IDS = 512
+MAX_SNAPSHOT_FACTS = 5000  # facts of a memory snapshot looked at (the tracker sends at most snapshot_max_facts)
+MAX_JOINTS = 64            # joint state entries handed on (a longer one is dropped)
 
 
 class FeedbackInput(BaseModel):
@@ -200,17 +202,20 @@ class Supervisor(Node):
                 self.feedback[msg.chunk_id] = msg
 
     def _on_snapshot(self, msg: MemorySnapshot) -> None:
-        objects = {f.subject for f in msg.facts if f.kind == MemoryFact.KIND_VISUAL and f.subject
-                   and f.state != MemoryFact.STATE_INVALID and len(f.subject) <= MAX_REQUEST_ID}
+        facts = [f for f in msg.facts[:MAX_SNAPSHOT_FACTS] if len(f.subject) <= MAX_REQUEST_ID
+                 and len(f.fact_id) <= 2 * MAX_REQUEST_ID and len(f.value) <= 8 * MAX_TEXT]
+        objects = {f.subject for f in facts if f.kind == MemoryFact.KIND_VISUAL and f.subject
+                   and f.state != MemoryFact.STATE_INVALID}
         with self.lock:
             self.known_objects = objects
-            self.snapshot_facts = list(msg.facts)
+            self.snapshot_facts = facts
 
     def _on_observation(self, msg: SceneObservation) -> None:
-        self.scene = msg
+        self.scene = msg           # handed to the policy as it came: the policy validates its request
 
     def _on_joint_state(self, msg: JointState) -> None:
-        self.joint_state = msg
+        if len(msg.name) <= MAX_JOINTS and len(msg.name) == len(msg.position):
+            self.joint_state = msg
 
     def gripped(self) -> bool | None:
         """Fingers closed on something, from the newest joint state (None: fingers not in it)."""
