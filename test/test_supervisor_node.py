@@ -430,3 +430,24 @@ def test_hostile_state_inputs_leave_the_supervisor_answering(light):
     hostile()
     assert still_answers(h), supervisor.log()[-3000:]
     assert supervisor.alive() and "input dropped" not in supervisor.log()    # handled, not caught by the guard
+
+
+@pytest.mark.timeout(300)
+def test_cube_moved_during_the_approach_is_caught_and_the_task_recovers(stack, ros_node):
+    """The cube is moved while the arm approaches where it was: the contradiction (perception ->
+    memory event) or the pre-grasp check catches it, the arm holds, looks again and finishes."""
+    nodes = stack()
+    h = Harness(ros_node)
+    h.ready()
+    handle = h.send_accepted("put red_cube in tray", task_id="t-moved")
+    assert spin_until(ros_node, lambda: any(f.subtask == "approach" and f.phase == "execute" for f in h.feedback),
+                      120.0), logs(nodes)
+    req = SimControl.Request(command=SimControl.Request.COMMAND_MOVE_OBJECT, object_id="red_cube")
+    req.pose.position.x, req.pose.position.y, req.pose.position.z = 0.36, 0.16, 0.026
+    req.pose.orientation.w = 1.0
+    assert h.call(h.control, req).success
+    res = h.result(handle, 240.0)
+    assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, logs(nodes, n=8000))
+    assert res.result.attempts >= 2 and "object_moved" in nodes["supervisor"].log(), logs(nodes)
+    assert spin_until(ros_node, h.in_tray, 10.0)
+    assert not h.help                                             # recovered without asking anyone

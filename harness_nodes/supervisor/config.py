@@ -62,6 +62,7 @@ class SupervisorParameters(BaseModel):
     human_feedback_topic: str = Field("harness/human_feedback", min_length=1, max_length=256)
     recheck_topic: str = Field("harness/memory/recheck", min_length=1, max_length=256)
     memory_topic: str = Field("harness/memory", min_length=1, max_length=256)
+    memory_events_topic: str = Field("harness/memory/events", min_length=1, max_length=256)
     memory_service_prefix: str = Field("harness/memory", min_length=1, max_length=256)
     observation_topic: str = Field("harness/observations", min_length=1, max_length=256)
     joint_states_topic: str = Field("joint_states", min_length=1, max_length=256)

@@ -13,6 +13,8 @@ Publishes
 Subscribes
   harness/execution       robot_harness/ExecutionFeedback  outcome of our chunks
   harness/memory          robot_harness/MemorySnapshot     which objects memory believes exist (goal check)
+  harness/memory/events   robot_harness/MemoryEvent        the task object contradicted while the arm approaches
+                                                           it: hold at once, look again (event-driven)
   harness/human_feedback  robot_harness/HumanFeedback      answers to help requests, unsolicited notes
   harness/observations    robot_harness/SceneObservation   latest scene, handed to the policy
   joint_states            sensor_msgs/JointState           handed to the policy and the world model
@@ -71,7 +73,7 @@ from harness_nodes.supervisor.runner import (Answer, Evaluation, ExecResult, Hel
 from harness_nodes.supervisor.task import Task, TaskError, parse_task
 from robot_harness.action import ExecuteTask
 from robot_harness.msg import (ActionChunk, ExecutionFeedback, HarnessStatus, HelpRequest, HumanFeedback,
-                               MemoryFact, MemorySnapshot, SceneObservation, ViewpointRequest)
+                               MemoryEvent, MemoryFact, MemorySnapshot, SceneObservation, ViewpointRequest)
 from robot_harness.srv import AssertFact, EvaluateCandidates, ProposeActions, QueryMemory
 
 NODE_NAME = "supervisor"
@@ -101,6 +103,9 @@ MAX_OPEN_HELP = 64         # answered or open help requests remembered (unknown-
 MAX_CHUNK_IDS = 512
 MAX_SNAPSHOT_FACTS = 5000  # facts of a memory snapshot looked at (the tracker sends at most snapshot_max_facts)
 MAX_JOINTS = 64            # joint state entries handed on (a longer one is dropped)
+EVENTS_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# Subgoals a contradiction of the object's belief interrupts: the arm is heading for where it was.
+INTERRUPTIBLE = (Subgoal.APPROACH,)
 
 
 class FeedbackInput(BaseModel):
@@ -139,6 +144,8 @@ class Supervisor(Node):
                                  FEEDBACK_QOS, callback_group=self.io_group)
         self.create_subscription(MemorySnapshot, p.memory_topic, guarded(self, self._on_snapshot), LATCHED,
                                  callback_group=self.io_group)
+        self.create_subscription(MemoryEvent, p.memory_events_topic, guarded(self, self._on_memory_event), EVENTS_QOS,
+                                 callback_group=self.io_group)
         self.create_subscription(HumanFeedback, p.human_feedback_topic, guarded(self, self._on_human_feedback),
                                  RELIABLE, callback_group=self.io_group)
         self.create_subscription(SceneObservation, p.observation_topic, guarded(self, self._on_observation),
@@ -168,6 +175,7 @@ class Supervisor(Node):
         self.create_timer(1.0, guarded(self, self._on_diagnostics), clock=self.steady,
                           callback_group=self.timers_group)
 
+        self.contradicted: dict[str, tuple[float, str]] = {}   # subject -> (monotonic s, reason)
         self.known_objects: set[str] = set()
         self.snapshot_facts: list[MemoryFact] = []
         self.joint_state: JointState | None = None
@@ -209,6 +217,13 @@ class Supervisor(Node):
         with self.lock:
             self.known_objects = objects
             self.snapshot_facts = facts
+
+    def _on_memory_event(self, msg: MemoryEvent) -> None:
+        if msg.event == MemoryEvent.EVENT_CONTRADICTED and len(msg.subject) <= MAX_REQUEST_ID:
+            with self.lock:
+                self.contradicted[msg.subject] = (time.monotonic(), _short(msg.reason, 200))
+                while len(self.contradicted) > MAX_OPEN_HELP:
+                    self.contradicted.pop(next(iter(self.contradicted)))
 
     def _on_observation(self, msg: SceneObservation) -> None:
         self.scene = msg           # handed to the policy as it came: the policy validates its request
@@ -548,6 +563,11 @@ class NodePorts:
                     return ExecResult(False, cancelled=True, message="cancelled")
                 with node.lock:
                     fb = node.feedback.get(chunk.chunk_id)
+                    moved = node.contradicted.get(self.object_id) if subgoal in INTERRUPTIBLE else None
+                if moved is not None and moved[0] > sent_at and (fb is None or fb.status not in TERMINAL):
+                    self.hold(f"'{self.object_id}' contradicted while approaching it: {moved[1]}")
+                    return ExecResult(False, FailureType.OBJECT_MOVED,
+                                      f"memory contradicted '{self.object_id}' during the approach ({moved[1]})")
                 now = time.monotonic()
                 if fb is not None and fb.status in TERMINAL:
                     break
