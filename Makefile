@@ -1,6 +1,6 @@
 # The two promises: `make demo` runs the harness against PyBullet, `make test` runs the tests.
 # Each sets up what it needs (scripts/setup.sh is idempotent and quick when nothing changed).
-.PHONY: setup demo test bench-foundation bench-router bench-memory bench-perception clean
+.PHONY: setup demo test bench-foundation bench-router bench-memory bench-perception bench-world-model bench-latent-action clean
 
 RUN := scripts/env.sh
 
@@ -27,3 +27,9 @@ bench-memory: setup
 
 bench-perception: setup
 	@$(RUN) python bench/perception.py
+
+bench-world-model: setup
+	@$(RUN) python bench/world_model.py
+
+bench-latent-action: setup
+	@$(RUN) python bench/latent_action.py

@@ -32,7 +32,8 @@ from builtin_interfaces.msg import Duration  # noqa: E402
 from geometry_msgs.msg import Point, Pose, Quaternion  # noqa: E402
 
 from harness_nodes.common.robot_description import load_robot_description  # noqa: E402
-from harness_nodes.router.kinematics import ArmKinematics, matrix_to_quat_xyzw  # noqa: E402
+from harness_nodes.common.geometry import matrix_to_quat  # noqa: E402
+from harness_nodes.common.kinematics import ArmKinematics  # noqa: E402
 from robot_harness.msg import ActionChunk, ExecutionFeedback  # noqa: E402
 
 DOMAIN_ID = int(os.environ.get("BENCH_ROS_DOMAIN_ID", "77"))
@@ -151,7 +152,7 @@ def measure_router_latency(client: Client, n: int, space: int) -> dict:
             else:
                 pose = kinematics.fk(target)
                 x, y, z = (float(v) for v in pose.translation)
-                qx, qy, qz, qw = (float(v) for v in matrix_to_quat_xyzw(pose.rotation))
+                qx, qy, qz, qw = (float(v) for v in matrix_to_quat(pose.rotation))
                 chunk.ee_poses = [Pose(position=Point(x=x, y=y, z=z),
                                        orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))]
                 chunk.ee_times = [Duration(sec=0, nanosec=200_000_000)]

@@ -35,9 +35,9 @@ from harness_nodes.common.robot_description import load_robot_description  # noq
 from harness_nodes.perception.config import PerceptionParameters  # noqa: E402
 from harness_nodes.perception.core import ExpectedFact, Frame, PerceptionCore  # noqa: E402
 from harness_nodes.common.geometry import CameraModel, quat_to_matrix  # noqa: E402
-from harness_nodes.router.camera_mount import ee_T_camera  # noqa: E402
+from harness_nodes.common.camera_mount import ee_T_camera  # noqa: E402
 from harness_nodes.perception.viewpoint import Target, ViewpointPlanner  # noqa: E402
-from harness_nodes.router.kinematics import ArmKinematics  # noqa: E402
+from harness_nodes.common.kinematics import ArmKinematics  # noqa: E402
 from harness_nodes.sim.world import SimWorld, TrajectoryPoint  # noqa: E402
 
 MAX_VIEWS = 3

@@ -33,7 +33,7 @@ RATE = 250.0
 
 def ik_times(robot: str, n: int = 200) -> dict:
     from harness_nodes.common.robot_description import load_robot_description
-    from harness_nodes.router.kinematics import ArmKinematics
+    from harness_nodes.common.kinematics import ArmKinematics
     d = load_robot_description(robot)
     a = d.arm
     k = ArmKinematics.from_description(d)
@@ -172,10 +172,10 @@ def worst_chunk(d, kin, n: int):
     chunk the router accepts (IK, workspace, collision and proximity checks on every segment)."""
     from builtin_interfaces.msg import Duration
     from geometry_msgs.msg import Pose
-    from harness_nodes.router.kinematics import matrix_to_quat_xyzw
+    from harness_nodes.common.geometry import matrix_to_quat
     from robot_harness.msg import ActionChunk
     home = kin.fk(np.array(d.arm.home))
-    quat = matrix_to_quat_xyzw(home.rotation)
+    quat = matrix_to_quat(home.rotation)
     c = ActionChunk(chunk_id=f"worst{time.perf_counter_ns()}", space=ActionChunk.SPACE_END_EFFECTOR)
     c.header.frame_id = d.base_frame
     for i, a in enumerate(np.linspace(0.0, 2 * np.pi, n)):
@@ -203,8 +203,8 @@ def estop_latency(domain: int, trials: int, flood_seconds: float, priority: int 
     from robot_harness.msg import ActionChunk
     from robot_harness.srv import ResetEstop
     from harness_nodes.common.robot_description import load_robot_description
-    from harness_nodes.router.core import RouterParameters
-    from harness_nodes.router.kinematics import ArmKinematics
+    from harness_nodes.router.configuration import RouterParameters
+    from harness_nodes.common.kinematics import ArmKinematics
     d = load_robot_description("panda")
     kin = ArmKinematics.from_description(d)
     max_points = RouterParameters().max_chunk_points

@@ -438,7 +438,7 @@ def test_long_label_and_long_strings_of_an_asserted_fact_are_refused(core):
 
 
 def test_measured_motion_segments_open_on_motion_and_close_at_rest():
-    from harness_nodes.memory.core import MeasuredMotion
+    from harness_nodes.memory.motion import MeasuredMotion
     m = MeasuredMotion(min_step=0.005, settle=0.5)
     assert m.update((0.3, 0.0, 0.4), 0.0) is None                       # rest position
     assert m.update((0.302, 0.0, 0.4), 0.1) is None and not m.path      # below the step: no motion

@@ -293,7 +293,7 @@ class FakeJointStates:
     def __init__(self, node, robot: str):
         from sensor_msgs.msg import JointState
         from harness_nodes.common.robot_description import load_robot_description
-        from harness_nodes.router.kinematics import ArmKinematics
+        from harness_nodes.common.kinematics import ArmKinematics
         self.node = node
         self.description = load_robot_description(robot)
         self.kinematics = ArmKinematics.from_description(self.description)

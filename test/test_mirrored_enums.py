@@ -70,7 +70,7 @@ def test_controller_names_equal_switch_controller_constants():
     """The router's controller names, its `controller` parameter and the robot description's
     controller type accept exactly SwitchController's CONTROLLER_* strings."""
     from harness_nodes.common.robot_description import ControllerTopics
-    from harness_nodes.router.core import RouterParameters
+    from harness_nodes.router.configuration import RouterParameters
     from harness_nodes.router.node import CONTROLLERS
 
     generated = set(msg_constants(SwitchController.Request, "CONTROLLER_").values())

@@ -92,7 +92,7 @@ def test_pip_install_into_a_fresh_venv_without_ros_gives_cores_and_commands(tmp_
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     (site / "deps_from_project.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
     code = ("import sys; sys.modules['rclpy'] = None\n"
-            "import harness_nodes, harness_nodes.state_publisher.core, harness_nodes.router.kinematics\n"
+            "import harness_nodes, harness_nodes.state_publisher.core, harness_nodes.common.kinematics\n"
             f"assert harness_nodes.__file__.startswith({str(venv)!r}), harness_nodes.__file__\n"
             "from harness_nodes.describe_robot import main\n"
             "sys.exit(main(['xarm6']))\n")

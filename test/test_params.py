@@ -19,15 +19,17 @@ from harness_nodes.common.params import (MAX_ARRAY_LENGTH, MAX_STRING_LENGTH, Mi
                                          validate_parameters)
 from harness_nodes.common.paths import config_dir
 from harness_nodes.expert.node import ExpertParameters, PickPlaceExpert
+from harness_nodes.latent_policy.node import LatentPolicyNode, LatentPolicyParameters
 from harness_nodes.memory.config import MemoryParameters
 from harness_nodes.memory.node import MemoryTracker
 from harness_nodes.perception.config import PerceptionParameters
 from harness_nodes.perception.node import PerceptionNode
-from harness_nodes.router.core import RouterParameters
+from harness_nodes.router.configuration import RouterParameters
 from harness_nodes.router.node import ControllerRouter
 from harness_nodes.sim.node import SimNode, SimParameters
 from harness_nodes.supervisor.config import SupervisorParameters
 from harness_nodes.supervisor.node import Supervisor
+from harness_nodes.world_model.node import WorldModelNode, WorldModelParameters
 
 # model, node class (its _apply_parameters), node name in config/stack.yaml
 NODES = {
@@ -37,6 +39,8 @@ NODES = {
     "perception": (PerceptionParameters, PerceptionNode),
     "pick_place_expert": (ExpertParameters, PickPlaceExpert),
     "supervisor": (SupervisorParameters, Supervisor),
+    "world_model": (WorldModelParameters, WorldModelNode),
+    "latent_policy": (LatentPolicyParameters, LatentPolicyNode),
 }
 MODELS = [m for m, _ in NODES.values()]
 PY_TYPES = {"bool": bool, "integer": int, "double": float, "string": str}
@@ -252,7 +256,9 @@ def fake_perception(params):
 
 FAKES = {"controller_router": fake_router, "memory_tracker": fake_memory, "perception": fake_perception,
          "sim": lambda p: types.SimpleNamespace(params=p), "pick_place_expert": lambda p: types.SimpleNamespace(params=p),
-         "supervisor": lambda p: types.SimpleNamespace(params=p)}
+         "supervisor": lambda p: types.SimpleNamespace(params=p),
+         "world_model": lambda p: types.SimpleNamespace(params=p),
+         "latent_policy": lambda p: types.SimpleNamespace(params=p)}
 
 
 @pytest.mark.parametrize("node_name", list(NODES))

@@ -366,8 +366,8 @@ def test_removed_object_reported_missing(sim):
 @pytest.mark.parametrize("robot", ["panda", "xarm6"])
 def test_wrist_mount_matches_the_simulator(robot):
     from harness_nodes.common.robot_description import load_robot_description
-    from harness_nodes.router.camera_mount import camera_for_ee, ee_T_camera, ee_target_for_camera
-    from harness_nodes.router.kinematics import ArmKinematics
+    from harness_nodes.common.camera_mount import camera_for_ee, ee_T_camera, ee_target_for_camera
+    from harness_nodes.common.kinematics import ArmKinematics
     from harness_nodes.sim.world import SimWorld
     d = load_robot_description(robot)
     kin = ArmKinematics.from_description(d)
@@ -386,9 +386,9 @@ def test_wrist_mount_matches_the_simulator(robot):
 
 def test_viewpoint_selection_finds_the_occluded_target(sim):
     from harness_nodes.common.robot_description import load_robot_description
-    from harness_nodes.router.camera_mount import ee_T_camera
+    from harness_nodes.common.camera_mount import ee_T_camera
     from harness_nodes.perception.viewpoint import Target, ViewpointPlanner
-    from harness_nodes.router.kinematics import ArmKinematics
+    from harness_nodes.common.kinematics import ArmKinematics
     from harness_nodes.sim.world import TrajectoryPoint
     d = load_robot_description("panda")
     kin = ArmKinematics.from_description(d)

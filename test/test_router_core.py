@@ -10,8 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.router.core import (Duplicate, Finished, Plan, RouterCore, RouterParameters, StartGripper)
-from harness_nodes.router.kinematics import ArmKinematics
+from harness_nodes.router.configuration import RouterParameters
+from harness_nodes.router.core import RouterCore
+from harness_nodes.router.execution import Finished, StartGripper
+from harness_nodes.router.planner import Duplicate, Plan
+from harness_nodes.common.kinematics import ArmKinematics
 from harness_nodes.router.trajectory import (TimingLimits, build_arm_trajectory, build_gripper_trajectory,
                                              segment_min_time)
 from harness_nodes.router.validation import ChunkInput, Failure, Rejection, ValidChunk, validate_chunk

@@ -24,8 +24,9 @@ from std_msgs.msg import Bool, Header
 from trajectory_msgs.msg import JointTrajectory
 
 from conftest import matched, spin_until
-from harness_nodes.router.camera_mount import camera_for_ee, ee_T_camera
-from harness_nodes.router.kinematics import ArmKinematics, matrix_to_quat_xyzw
+from harness_nodes.common.camera_mount import camera_for_ee, ee_T_camera
+from harness_nodes.common.geometry import matrix_to_quat
+from harness_nodes.common.kinematics import ArmKinematics
 from robot_harness.msg import ActionChunk, ExecutionFeedback, ViewpointRequest
 from robot_harness.srv import ResetEstop, SwitchController
 from test_router_node import ARM_JOINTS, DESC, DOWN, HOME, FakeArm, ee_chunk, joint_chunk
@@ -47,7 +48,7 @@ def worst_chunk(n: int = 200) -> ActionChunk:
     """The heaviest chunk the router accepts: max_chunk_points end-effector poses (IK, collision
     and workspace checks on each), a small circle around the tool at home."""
     tool = KIN.fk(HOME).translation
-    quat = tuple(matrix_to_quat_xyzw(KIN.fk(HOME).rotation))
+    quat = tuple(matrix_to_quat(KIN.fk(HOME).rotation))
     a = np.linspace(0.0, 2 * np.pi, n)
     points = [tool + 0.04 * np.array([np.sin(x), np.cos(x) - 1.0, 0.0]) for x in a]
     return ee_chunk(points, times=[0.1 * (i + 1) for i in range(n)], quat=quat)
@@ -274,7 +275,7 @@ def test_viewpoints_are_validated_and_wait_for_an_active_stream(start_node, ros_
     stream = ros_node.create_publisher(ActionChunk, "/harness/command_stream", RELIABLE)
     assert spin_until(ros_node, lambda: matched(vp, stream), 10)
     cam = camera_for_ee(KIN.fk(HOME).translation, KIN.fk(HOME).rotation, ee_T_camera(KIN, DESC.camera_link))
-    cam_pos, cam_quat = cam[0], matrix_to_quat_xyzw(cam[1])
+    cam_pos, cam_quat = cam[0], matrix_to_quat(cam[1])
     cases = {"inf": (viewpoint("vp-inf", (math.inf, 0.0, 0.5), cam_quat), "camera_pose.position"),
              "huge": (viewpoint("vp-huge", (1e308, 0.0, 0.5), cam_quat), "camera_pose.position"),
              "zero": (viewpoint("vp-zero", cam_pos, (0, 0, 0, 0)), "camera_pose.orientation is a zero quaternion"),

@@ -18,7 +18,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from conftest import spin_until
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.router.kinematics import ArmKinematics, pose_to_se3
+from harness_nodes.common.kinematics import ArmKinematics, pose_to_se3
 from robot_harness.msg import ActionChunk, ExecutionFeedback
 
 pytestmark = pytest.mark.integration

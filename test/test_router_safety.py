@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.router.core import Finished, RouterCore, RouterParameters
+from harness_nodes.router.configuration import RouterParameters
+from harness_nodes.router.core import RouterCore
+from harness_nodes.router.execution import Finished
 from harness_nodes.router.guard import Guard
-from harness_nodes.router.kinematics import pose_to_se3
+from harness_nodes.common.kinematics import pose_to_se3
 from harness_nodes.router.safety import limit_steps, proximity_scale
 from harness_nodes.router.validation import ChunkInput, Failure, Rejection
 

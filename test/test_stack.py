@@ -82,7 +82,7 @@ def test_robot_description_validation_names_the_field(tmp_path):
 
 def test_real_arm_router_asks_for_realtime_scheduling_and_the_sim_router_does_not():
     from harness_nodes.bringup.stack import resolve_config_file
-    from harness_nodes.router.core import RouterParameters
+    from harness_nodes.router.configuration import RouterParameters
 
     def router_parameters(stack: str) -> RouterParameters:
         node = next(n for n in load_stack_description().stack(stack).nodes if n.name == "controller_router")

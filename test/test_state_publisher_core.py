@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from harness_nodes.bringup.stack import node_parameters
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.router.kinematics import ArmKinematics
+from harness_nodes.common.kinematics import ArmKinematics
 from harness_nodes.state_publisher.core import (MAX_JOINTS_PER_MESSAGE, StatePublisherParameters,
                                                 TransformTree, optical_frame, reachable)
 

@@ -1,6 +1,7 @@
-"""Small geometry shared by the sim, perception and memory: quaternions (x, y, z, w) and rotation
-matrices, camera models (pinhole intrinsics plus the lens distortion of sensor_msgs/CameraInfo),
-projection in the REP-103 optical frame (z forward, x right, y down).
+"""Small geometry shared by every node: quaternions (x, y, z, w) and rotation matrices (the one
+home of quaternion <-> matrix, quaternion product and yaw), camera models (pinhole intrinsics plus
+the lens distortion of sensor_msgs/CameraInfo), projection in the REP-103 optical frame (z forward,
+x right, y down).
 
 Pure numpy for undistorted cameras; a model with distortion coefficients uses OpenCV (imported
 only then) to undistort pixels (cv2.undistortPoints, cv2.fisheye.undistortPoints) and to project
@@ -196,6 +197,22 @@ def matrix_to_quat(m: np.ndarray) -> np.ndarray:
 
 def yaw_quat(yaw: float) -> np.ndarray:
     return np.array([0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)])
+
+
+def quat_multiply(a, b) -> np.ndarray:
+    """Hamilton product a * b of two (x, y, z, w) quaternions."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array([aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw,
+                     aw * bw - ax * bx - ay * by - az * bz])
+
+
+def yaw_of(quaternion) -> float:
+    """Rotation about z (rad) of an (x, y, z, w) quaternion."""
+    x, y, z, w = quaternion
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 def project(points, position, rotation: np.ndarray, model: CameraModel):

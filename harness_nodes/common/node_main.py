@@ -62,8 +62,8 @@ class StopRequest:
         return self.event.is_set()
 
 
-def _spin(node, context, stop: StopRequest, executor_factory=None) -> None:
-    executor = (executor_factory or SingleThreadedExecutor)(context=context)
+def _spin(node, context, stop: StopRequest, make_executor: Callable | None) -> None:
+    executor = make_executor(context) if make_executor else SingleThreadedExecutor(context=context)
     executor.add_node(node)
     try:
         while not stop and context.ok():
@@ -75,14 +75,15 @@ def _spin(node, context, stop: StopRequest, executor_factory=None) -> None:
 def run_node(name: str, factory: Callable[[], "rclpy.node.Node"], args=None,
              on_start: Callable[[object], int] | None = None,
              on_exit: Callable[[object], None] | None = None,
-             executor_factory: Callable[..., object] | None = None) -> int:
+             executor: Callable[[object], "rclpy.executors.Executor"] | None = None) -> int:
     """Run one node to completion and return the process exit code.
+
+    `executor(context)` makes the executor to spin with (default: single-threaded), e.g. a
+    MultiThreadedExecutor for a node whose heavy service runs in its own callback group.
 
     `on_start(node)` may return a non-zero code to stop before spinning (e.g. a failed lifecycle
     autostart); `on_exit(node)` runs before the node is destroyed, with the context still valid
-    (final flushes, commands that must go out, warnings). `executor_factory(context=...)` builds the
-    executor (default SingleThreadedExecutor; a node that blocks a callback on purpose, such as the
-    supervisor's action execution, passes a MultiThreadedExecutor)."""
+    (final flushes, commands that must go out, warnings)."""
     stop = StopRequest()
     stop.install()      # before anything slow: a signal during start-up is a clean stop too
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -106,7 +107,7 @@ def run_node(name: str, factory: Callable[[], "rclpy.node.Node"], args=None,
     try:
         code = on_start(node) if on_start else 0
         if code == 0 and not stop:
-            _spin(node, context, stop, executor_factory)
+            _spin(node, context, stop, executor)
     except ExternalShutdownException:
         pass
     finally:

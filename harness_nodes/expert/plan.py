@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness_nodes.common.geometry import quat_multiply, yaw_of, yaw_quat
+
 GRIPPER_NONE, GRIPPER_OPEN, GRIPPER_CLOSE = 0, 1, 2
 
 
@@ -30,20 +32,6 @@ class Phase:
     gripper: int
 
 
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    return np.array([aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw,
-                     aw * bw - ax * bx - ay * by - az * bz])
-
-
-def yaw_of(quaternion) -> float:
-    x, y, z, w = quaternion
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-
-
 def top_down_quaternion(yaw: float) -> np.ndarray:
     """Tool z pointing down (rotation by pi about x), then yaw about the world z axis.
 
@@ -51,8 +39,7 @@ def top_down_quaternion(yaw: float) -> np.ndarray:
     wrist near its home angle."""
     yaw = (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
     down = np.array([1.0, 0.0, 0.0, 0.0])
-    about_z = np.array([0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)])
-    return quat_multiply(about_z, down)
+    return quat_multiply(yaw_quat(yaw), down)
 
 
 def plan_pick_place(object_position, object_quaternion, tray_position,

@@ -4,14 +4,16 @@
 - An executed action lowers the confidence of facts near its swept end-effector path (capsule
   distance) and near contacts; facts within `action_invalidate_radius` become INVALID. The path is
   the measured one (FK of joint states); motion no chunk accounts for is segmented by
-  `MeasuredMotion` and applied the same way, so every motion of the arm counts.
-- A grasped object's pose follows the gripper until release; at release it stays where let go.
+  `MeasuredMotion` (motion.py) and applied the same way, so every motion of the arm counts.
+- A grasped object's pose follows the gripper until release; at release it stays where let go
+  (grasp.py: `GraspTracking`).
 - Negative evidence (STATUS_EXPECTED_NOT_SEEN, or a fact inside a camera's frustum, not occluded
   by the depth image, and not detected) multiplies confidence by `negative_evidence_factor`.
 - An observation that disagrees with a fact beyond its uncertainty (chi-square gate on the
   Mahalanobis distance) marks the old belief CONTRADICTED (kept as `<id>@<stamp>`), emits an event,
   and the observation wins; an agreeing one is fused and re-verifies the fact.
-- Re-check requests for stale or uncertain facts the task depends on, cheapest first.
+- Re-check requests for stale or uncertain facts the task depends on, cheapest first (recheck.py:
+  `RecheckPlanner`).
 - Latent cache entries are dropped when facts of their region change.
 - Every change is written to SQLite on `flush()` (facts and latent entries in one transaction); a
   restart re-bases times and ages facts by the downtime, reloads the latent entries (same bounds),
@@ -28,9 +30,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from harness_nodes.memory.config import MemoryParameters
-from harness_nodes.common.geometry import CameraModel, matrix_to_quat, quat_to_matrix
+from harness_nodes.memory.grasp import GraspTracking, Held
+from harness_nodes.memory.recheck import RecheckPlanner
+from harness_nodes.common.geometry import CameraModel
 from harness_nodes.memory.facts import (Event, EventType, Fact, Kind, ObjectObs, ObsStatus,
-                                        RecheckRequest, SceneObs, State, NAN3, IDENTITY_Q, ZERO_COV)
+                                        SceneObs, State, NAN3, IDENTITY_Q, ZERO_COV)
 from harness_nodes.memory.latent import LatentCache, LatentEntry
 from harness_nodes.memory.persistence import SqliteStore
 from harness_nodes.memory.table import FactTable
@@ -40,7 +44,6 @@ from harness_nodes.memory.validity import (CHI2_3DOF, covariance_ok, expected_vi
 POSED_KINDS = (Kind.VISUAL, Kind.ENVIRONMENT)
 MAX_ID_LENGTH = 256
 DUPLICATE_WINDOW = 256        # recent (camera, stamp) pairs remembered to reject duplicates
-NEXT_FRAME_COST = 0.2         # s: a camera that already sees the fact re-checks it on its next frame
 
 
 def visual_id(object_id: str) -> str:
@@ -70,67 +73,6 @@ class Counters:
     flush_seconds: float = 0.0
 
 
-@dataclass
-class Held:
-    fact_id: str
-    offset: np.ndarray          # object position in the tool frame, m
-    rot_offset: np.ndarray      # object rotation in the tool frame
-    grip_width: float
-    chunk_id: str
-
-
-class MeasuredMotion:
-    """The tool's measured motion (FK of /joint_states) that no chunk accounts for: whatever moved
-    the arm (another publisher, a teleop stream, a person) sweeps facts as a chunk does.
-
-    A segment opens when the tool leaves its rest position by `min_step`, records a point every
-    `min_step`, and closes after `settle` s without motion (or at `max_points`); `update`/`poll`
-    return a closed segment's path. While a chunk runs, its own path records the motion: `take`
-    hands over what was recorded so far and `rest` re-anchors after it."""
-
-    def __init__(self, min_step: float, settle: float, max_points: int = 2000):
-        self.min_step, self.settle, self.max_points = float(min_step), float(settle), int(max_points)
-        self.rest_position: np.ndarray | None = None
-        self.path: list[np.ndarray] = []
-        self.last_move = -math.inf
-        self.segments = 0
-
-    def update(self, position, now: float) -> np.ndarray | None:
-        pos = np.asarray(position, dtype=float)
-        if self.rest_position is None:
-            self.rest_position = pos
-            return None
-        ref = self.path[-1] if self.path else self.rest_position
-        if np.linalg.norm(pos - ref) >= self.min_step:
-            if not self.path:
-                self.path = [self.rest_position]
-            self.path.append(pos)
-            self.last_move = now
-            return self._close(pos) if len(self.path) >= self.max_points else None
-        return self.poll(now)
-
-    def poll(self, now: float) -> np.ndarray | None:
-        if self.path and now - self.last_move >= self.settle:
-            return self._close(self.path[-1])
-        return None
-
-    def take(self) -> list[np.ndarray]:
-        """The open segment's points (a chunk that just started accounts for them); none stays open."""
-        path, self.path = self.path, []
-        return path
-
-    def rest(self, position) -> None:
-        self.path = []
-        self.rest_position = None if position is None else np.asarray(position, dtype=float)
-
-    def _close(self, position) -> np.ndarray:
-        path = np.array(self.path)
-        self.path = []
-        self.rest_position = np.asarray(position, dtype=float)
-        self.segments += 1
-        return path
-
-
 def _finite(values) -> bool:
     return all(math.isfinite(float(v)) for v in values)
 
@@ -144,7 +86,7 @@ def _normalise(q) -> tuple:
     return tuple(float(v) / n for v in q)
 
 
-class MemoryCore:
+class MemoryCore(GraspTracking, RecheckPlanner):
     def __init__(self, params: MemoryParameters | None = None, store: SqliteStore | None = None,
                  now: float = 0.0):
         self.p = params or MemoryParameters()
@@ -490,107 +432,6 @@ class MemoryCore:
             return 0, []
         return len(slots), self._scale(slots, factor, np.asarray(invalidate, bool), dist, reason, now)
 
-    def _set_held_offset(self, obj_pos, obj_quat) -> None:
-        if self.held is None or self.ee is None:
-            return
-        ee_pos, ee_rot, _ = self.ee
-        self.held.offset = ee_rot.T @ (np.asarray(obj_pos, dtype=float) - ee_pos)
-        self.held.rot_offset = ee_rot.T @ quat_to_matrix(obj_quat)
-
-    def check_grasp(self, chunk_id: str, now: float) -> str | None:
-        """After a chunk: if the fingers are closed on something (width between empty and open) and a
-        visual fact is within `grasp_radius` of the tool, that object is now held. Returns its subject."""
-        p = self.p
-        if self.held is not None or self.ee is None:
-            return None
-        ee_pos, ee_rot, width = self.ee
-        if not (p.gripper_empty_width < width < p.gripper_open_width):
-            return None
-        t = self.table
-        cand = t.in_region(ee_pos, p.grasp_radius)
-        cand = cand[(t.kind[cand] == Kind.VISUAL) & (t.state[cand] != State.CONTRADICTED)] if len(cand) else cand
-        if not len(cand):
-            return None
-        best = int(cand[np.argmin(np.linalg.norm(t.pos[cand] - ee_pos, axis=1))])
-        rec = t.records[best]
-        self.held = Held(rec.fact_id, np.zeros(3), np.eye(3), width, chunk_id)
-        self._set_held_offset(t.pos[best], rec.orientation)
-        self.counters.grasps += 1
-        before = float(t.confidence(best, now))
-        self._carry(best, now, p.held_confidence)
-        t.records[best].source = "gripper"
-        t.records[best].value = json.dumps({"held": True, "grasped_by": chunk_id})
-        self._emit(EventType.VERIFIED, rec.fact_id, rec.subject,
-                   f"grasped after {chunk_id} (gripper {width * 1000:.1f} mm): pose follows the gripper",
-                   before, p.held_confidence, now)
-        return rec.subject
-
-    def _carry(self, slot: int, now: float, confidence: float | None = None) -> None:
-        ee_pos, ee_rot, _ = self.ee
-        pos = ee_pos + ee_rot @ self.held.offset
-        t = self.table
-        old = t.pos[slot].copy()
-        t.set_pose(slot, pos, matrix_to_quat(ee_rot @ self.held.rot_offset))
-        if confidence is not None:
-            t.set_confidence(np.array([slot]), np.array([confidence]), now)
-            t.state[slot] = State.VALID
-        self.dirty.add(t.records[slot].fact_id)
-        if np.linalg.norm(pos - old) > self.p.latent_resolution / 2:
-            self._changed_region([pos, old])
-
-    def update_gripper(self, ee_position, ee_rotation, width: float, now: float, active_chunk: str = "") -> None:
-        """From joint states: tool pose (FK) and finger width. Carries a held object; detects release."""
-        p = self.p
-        ee_position = np.asarray(ee_position, dtype=float)
-        ee_rotation = np.asarray(ee_rotation, dtype=float).reshape(3, 3)
-        if not (np.all(np.isfinite(ee_position)) and np.all(np.isfinite(ee_rotation)) and math.isfinite(width)):
-            return
-        self.ee = (ee_position, ee_rotation, float(width))
-        if self.held is None:
-            return
-        slot = self.table.slot_of.get(self.held.fact_id)
-        if slot is None:
-            self.held = None
-            return
-        if width > self.held.grip_width + p.release_hysteresis or width >= p.gripper_open_width:
-            self.release(now, active_chunk)
-            return
-        if width <= p.gripper_empty_width:        # slipped out: closed on nothing
-            self.release(now, active_chunk, slipped=True)
-            return
-        self._carry(slot, now)
-
-    def release(self, now: float, active_chunk: str = "", slipped: bool = False) -> None:
-        if self.held is None:
-            return
-        p = self.p
-        slot = self.table.slot_of.get(self.held.fact_id)
-        held, self.held = self.held, None
-        self.counters.releases += 1
-        if slot is None:
-            return
-        t = self.table
-        rec = t.records[slot]
-        before = float(t.confidence(slot, now))
-        if slipped:
-            t.set_confidence(np.array([slot]), np.array([0.0]), now)
-            t.state[slot] = State.INVALID
-            rec.invalidated_by = f"slipped from the gripper ({held.chunk_id})"
-            rec.value = json.dumps({"held": False, "slipped": True})
-            self._emit(EventType.INVALIDATED, rec.fact_id, rec.subject, rec.invalidated_by, before, 0.0, now)
-        else:
-            conf = p.placed_confidence
-            t.set_confidence(np.array([slot]), np.array([conf]), now)
-            t.state[slot] = State.VALID if conf >= p.stale_threshold else State.STALE
-            rec.value = json.dumps({"held": False, "released_by": active_chunk or held.chunk_id})
-            if active_chunk:
-                self.exempt[rec.fact_id] = active_chunk
-            if t.state[slot] == State.STALE:
-                self._emit(EventType.STALE, rec.fact_id, rec.subject, "released; where it lands must be seen",
-                           before, conf, now)
-        self.dirty.add(rec.fact_id)
-        self._changed_region([t.pos[slot]])
-
     # ================================================================== time
     def tick(self, now: float) -> int:
         """Mark VALID facts whose decayed confidence fell below the threshold STALE; prune to
@@ -750,69 +591,6 @@ class MemoryCore:
         if has_pose and kind in POSED_KINDS:
             self._changed_region([f.position] + ([existing.position] if existing and existing.has_pose else []))
         return fid
-
-    # ================================================================== re-check requests
-    def dependencies(self, now: float) -> set[str]:
-        w = self.p.dependency_window
-        return {s for s in self.p.task_subjects if s} | {s for s, t in self.queried.items() if now - t <= w}
-
-    def recheck_requests(self, now: float, cameras: dict[str, tuple] | None = None,
-                         movable_camera: str = "wrist", view_height: float = 0.3) -> list[RecheckRequest]:
-        """For each stale or uncertain posed fact the task depends on, the cheapest useful way to look
-        again: a camera that already has it in view (next frame), else moving `movable_camera` above it
-        (distance from the tool / ee_speed). Grouped per camera, sorted by cost then gain."""
-        p = self.p
-        t = self.table
-        cameras = cameras or {}
-        needs = []
-        for subject in sorted(self.dependencies(now)):
-            for s in t.slots_of_subject(subject).tolist():
-                if t.kind[s] not in (Kind.VISUAL, Kind.ENVIRONMENT) or t.state[s] == State.CONTRADICTED:
-                    continue
-                if not np.all(np.isfinite(t.pos[s])):
-                    continue
-                if self.held is not None and t.records[s].fact_id == self.held.fact_id:
-                    continue
-                c = float(t.confidence(s, now))
-                if t.state[s] != State.VALID or c < p.stale_threshold:
-                    needs.append((s, c))
-        if not needs:
-            return []
-        options: dict[tuple, dict] = {}
-        for s, c in needs:
-            pos = t.pos[s]
-            gain = -math.log(max(c, 1e-3))
-            best = None
-            for name, (cpos, cquat, model) in cameras.items():
-                if name == movable_camera or model is None:
-                    continue
-                if expected_visible(pos[None], cpos, cquat, model, None, require_depth=False)[0]:
-                    best = (NEXT_FRAME_COST, name, tuple(cpos), tuple(cquat))
-                    break
-            if best is None:
-                view = pos + np.array([0.0, 0.0, view_height])
-                start = self.ee[0] if self.ee is not None else view
-                cost = float(np.linalg.norm(view - start)) / p.ee_speed + NEXT_FRAME_COST
-                down = (1.0, 0.0, 0.0, 0.0)   # optical z pointing down
-                best = (cost, movable_camera, tuple(view), down)
-            key = (best[1], tuple(np.round(best[2], 2)))
-            o = options.setdefault(key, {"cost": best[0], "camera": best[1], "pos": best[2], "quat": best[3],
-                                         "slots": [], "gain": 0.0})
-            o["slots"].append(s)
-            o["gain"] += gain
-        out = []
-        for o in sorted(options.values(), key=lambda o: (o["cost"], -o["gain"])):
-            slots = o["slots"]
-            look = tuple(np.mean(t.pos[slots], axis=0))
-            why = ", ".join(f"{t.records[s].subject} {State(int(t.state[s])).name.lower()} "
-                            f"({float(t.confidence(s, now)):.2f})" for s in slots)
-            out.append(RecheckRequest(f"recheck-{o['camera']}-{int(now * 1000)}-{len(out)}", o["camera"], o["pos"],
-                                      o["quat"], look, sorted({t.records[s].subject for s in slots}),
-                                      [t.records[s].fact_id for s in slots], f"re-check: {why}", o["gain"],
-                                      o["cost"]))
-            if len(out) >= p.recheck_max:
-                break
-        return out
 
     # ================================================================== latent cache
     def latent_store(self, camera: str, model: str, center, radius: float, stamp: float, shape, data,

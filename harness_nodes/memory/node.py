@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point, Pose
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
@@ -56,18 +56,21 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from harness_nodes.common.callbacks import guarded, guarded_service
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
+from harness_nodes.common.stamps import to_seconds, to_time
 from harness_nodes.memory.boundary import (MAX_NAME, FactStrings, LatentKey, LatentStore, Limits, QueryRequest,
                                            validate)
 from harness_nodes.memory.config import MemoryParameters
-from harness_nodes.memory.core import InputError, MeasuredMotion, MemoryCore
+from harness_nodes.memory.core import InputError, MemoryCore
+from harness_nodes.memory.motion import MeasuredMotion
 from harness_nodes.common.geometry import CameraModel
 from harness_nodes.memory.facts import Fact, Kind, ObjectObs, SceneObs, State
 from harness_nodes.memory.persistence import SqliteStore
-from harness_nodes.router.kinematics import ArmKinematics
+from harness_nodes.common.kinematics import ArmKinematics
 from robot_harness.msg import (ActionChunk, ExecutionFeedback, MemoryEvent, MemoryFact, MemorySnapshot,
                                SceneObservation, ViewpointRequest)
 from robot_harness.srv import AssertFact, FetchLatent, QueryMemory, StoreLatent
@@ -86,17 +89,6 @@ MAX_CAMERAS = 64            # distinct observation cameras whose pose is remembe
 MAX_IMAGE_PIXELS = 4096 * 4096
 
 
-def to_time(t: float) -> Time:
-    if not math.isfinite(t) or t < 0:
-        return Time()
-    sec = int(math.floor(t))
-    return Time(sec=sec, nanosec=min(999_999_999, int(round((t - sec) * 1e9))))
-
-
-def from_time(stamp: Time) -> float:
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
-
-
 def _xyz(p) -> tuple:
     return (float(p.x), float(p.y), float(p.z))
 
@@ -109,14 +101,14 @@ def scene_from_msg(msg: SceneObservation) -> SceneObs:
     """ROS message -> plain data; the core validates everything."""
     objects = []
     for o in msg.objects:
-        stamp = from_time(o.header.stamp) if (o.header.stamp.sec or o.header.stamp.nanosec) else None
+        stamp = to_seconds(o.header.stamp) if (o.header.stamp.sec or o.header.stamp.nanosec) else None
         objects.append(ObjectObs(object_id=o.object_id, label=o.label, status=int(o.status),
                                  position=_xyz(o.pose.position), orientation=_quat(o.pose.orientation),
                                  covariance=tuple(float(v) for v in o.position_covariance),
                                  identity_confidence=float(o.identity_confidence),
                                  visible_fraction=float(o.visible_fraction), pixel_support=int(o.pixel_support),
                                  camera=o.camera, frame_id=o.header.frame_id, stamp=stamp))
-    return SceneObs(camera=msg.camera, stamp=from_time(msg.header.stamp), frame_id=msg.header.frame_id,
+    return SceneObs(camera=msg.camera, stamp=to_seconds(msg.header.stamp), frame_id=msg.header.frame_id,
                     camera_position=_xyz(msg.camera_pose.position),
                     camera_orientation=_quat(msg.camera_pose.orientation), objects=objects,
                     latency=float(msg.latency))
@@ -300,7 +292,7 @@ class MemoryTracker(Node):
                 or len(msg.data) != msg.height * msg.step or msg.step < 4 * msg.width:
             return
         arr = np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(msg.height, msg.step // 4)[:, :msg.width]
-        self.depth[cam] = (from_time(msg.header.stamp), arr)
+        self.depth[cam] = (to_seconds(msg.header.stamp), arr)
 
     def _on_joint_state(self, msg: JointState) -> None:
         if len(msg.position) != len(msg.name):
@@ -447,7 +439,7 @@ class MemoryTracker(Node):
         try:
             r = validate(LatentStore, self.limits, camera=req.camera, model=req.model,
                          center=_xyz(req.region_center), radius=float(req.region_radius),
-                         stamp=from_time(req.stamp), shape=list(req.shape), length=len(req.data))
+                         stamp=to_seconds(req.stamp), shape=list(req.shape), length=len(req.data))
             key = self.core.latent_store(r.camera, r.model, r.center, r.radius, r.stamp, r.shape,
                                          np.asarray(req.data, np.float32), self.now())
         except (InputError, ValueError) as exc:
@@ -490,10 +482,8 @@ class MemoryTracker(Node):
         self.last_rejection = f"{what} rejected: {reason}"
         self.core.counters.rejected += 0 if "could not process" not in reason else 1
         self.get_logger().warning(self.last_rejection)
-        status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=STATUS_NAME, hardware_id="memory",
-                                  message=self.last_rejection[:500])
-        status.values = [KeyValue(key="reason", value=reason[:500])]
-        self._publish_diagnostics([status])
+        self._publish_diagnostics([diagnostic_status(DiagnosticStatus.ERROR, STATUS_NAME, "memory",
+                                                     self.last_rejection[:500], {"reason": reason[:500]})])
 
     def _publish_events(self) -> None:
         for e in self.core.drain_events():
@@ -585,10 +575,7 @@ class MemoryTracker(Node):
             self.recheck_pub.publish(m)
 
     def _publish_diagnostics(self, statuses: list[DiagnosticStatus]) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = statuses
-        self.diagnostics_pub.publish(arr)
+        publish_diagnostics(self.diagnostics_pub, self.get_clock().now().to_msg(), statuses)
 
     def _on_diagnostics(self) -> None:
         c = self.core.counters
@@ -597,7 +584,6 @@ class MemoryTracker(Node):
         states = np.bincount(t.state[live], minlength=4) if len(live) else np.zeros(4, int)
         level = DiagnosticStatus.ERROR if self.db_error else DiagnosticStatus.OK
         msg = self.db_error or f"{len(self.core)} fact(s)"
-        status = DiagnosticStatus(level=level, name=STATUS_NAME, hardware_id="memory", message=msg[:500])
         values = {
             "facts": len(self.core), "valid": int(states[0]), "stale": int(states[1]), "invalid": int(states[2]),
             "contradicted": int(states[3]), "observations": c.observations, "rejected": c.rejected,
@@ -613,9 +599,8 @@ class MemoryTracker(Node):
             "callback_errors": sum(self.callback_errors.values()),
             "callback_errors_by_callback": dict(self.callback_errors),
         }
-        status.values = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v)))
-                         for k, v in values.items()]
-        self._publish_diagnostics([status])
+        self._publish_diagnostics([diagnostic_status(level, STATUS_NAME, "memory", msg[:500], values,
+                                                     float_format=".3f")])
 
     def close(self) -> None:
         """Last flush and close of the store (run once by run_node before the node is destroyed)."""

@@ -66,10 +66,6 @@ END;
 _LATENT_COLUMNS = ("entry_id", "camera", "model", "cx", "cy", "cz", "radius", "stamp", "shape", "data", "used")
 
 
-class StoreCorrupted(RuntimeError):
-    """The database file could not be used; it was kept aside and a fresh store created."""
-
-
 class StoreUnusable(RuntimeError):
     """The database path cannot be a store and is left as it is (a directory, an empty file): the
     tracker refuses to start rather than start empty and lose what the operator expects to be there."""

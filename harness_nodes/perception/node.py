@@ -34,18 +34,21 @@ import time
 from collections import Counter, deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, Pose, PoseStamped
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import Point, PoseStamped
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from harness_nodes.common.callbacks import guarded
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
+from harness_nodes.common.messages import pose_msg
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
+from harness_nodes.common.stamps import to_seconds, to_time
 from harness_nodes.perception.config import PerceptionParameters
 from harness_nodes.perception.core import (ExpectedFact, Frame, FrameError, PerceptionCore,
                                            camera_model_from_info, decode_depth, decode_rgb, pose_from)
@@ -69,16 +72,6 @@ MAX_NAME = 256           # characters of a subject or id taken from another node
 MAX_FACTS = 10000        # facts of one memory snapshot considered
 MAX_RECHECKS = 256       # subjects remembered as re-check requests
 RECHECK_MEMORY = 30.0    # s a re-check request keeps its subject a target
-
-
-def stamp_seconds(stamp) -> float:
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
-
-
-def to_time(t: float):
-    from builtin_interfaces.msg import Time
-    sec = int(math.floor(max(t, 0.0)))
-    return Time(sec=sec, nanosec=min(999_999_999, int(round((t - sec) * 1e9))))
 
 
 def sigma_of(cov) -> float:
@@ -154,8 +147,8 @@ class PerceptionNode(Node):
         p = self.params
         if p.movable_camera not in p.cameras or p.viewpoint_rate <= 0:
             return None
-        from harness_nodes.router.camera_mount import ee_T_camera
-        from harness_nodes.router.kinematics import ArmKinematics
+        from harness_nodes.common.camera_mount import ee_T_camera
+        from harness_nodes.common.kinematics import ArmKinematics
         kin = ArmKinematics.from_description(self.description)
         return ViewpointPlanner(p, kin, ee_T_camera(kin, self.description.camera_link),
                                 self.description.arm.velocity_limit)
@@ -176,7 +169,7 @@ class PerceptionNode(Node):
             self._reject(cam, f"{kind} image {msg.width}x{msg.height} ({len(msg.data)} bytes) larger than "
                               f"max_image_pixels {self.params.max_image_pixels}")
             return
-        t = stamp_seconds(msg.header.stamp)
+        t = to_seconds(msg.header.stamp)
         store, other = (st.rgb, st.depth) if kind == "rgb" else (st.depth, st.rgb)
         store[t] = msg
         for old in [s for s in store if s < t - 2.0]:
@@ -203,7 +196,7 @@ class PerceptionNode(Node):
             self._reject(cam, f"pose frame '{msg.header.frame_id[:64]}' is not '{self.params.world_frame}'")
             return
         o, q = msg.pose.position, msg.pose.orientation
-        self.cams[cam].poses.append((stamp_seconds(msg.header.stamp), (o.x, o.y, o.z), (q.x, q.y, q.z, q.w)))
+        self.cams[cam].poses.append((to_seconds(msg.header.stamp), (o.x, o.y, o.z), (q.x, q.y, q.z, q.w)))
 
     def _on_memory(self, msg: MemorySnapshot) -> None:
         self.facts = [f for f in msg.facts[:MAX_FACTS]
@@ -311,14 +304,14 @@ class PerceptionNode(Node):
         msg.header.stamp = to_time(frame.stamp)
         msg.header.frame_id = wf
         msg.camera = frame.camera
-        msg.camera_pose = _pose(pose[1], pose[2])
+        msg.camera_pose = pose_msg(pose[1], pose[2])
         for d in result.objects:
             o = ObjectObservation()
             o.header = msg.header
             o.object_id = d.object_id
             o.label = d.label
             o.status = int(d.status)
-            o.pose = _pose(d.position, d.quaternion)
+            o.pose = pose_msg(d.position, d.quaternion)
             o.position_covariance = [float(v) for v in np.asarray(d.covariance).ravel()]
             o.identity_confidence = float(d.identity_confidence)
             o.visible_fraction = float(d.visible_fraction)
@@ -384,7 +377,7 @@ class PerceptionNode(Node):
         msg.header.frame_id = p.world_frame
         msg.request_id = rid
         msg.camera = p.movable_camera
-        msg.camera_pose = _pose(best.position, matrix_to_quat(best.rotation))
+        msg.camera_pose = pose_msg(best.position, matrix_to_quat(best.rotation))
         look = np.mean([t.position for t in targets], axis=0)
         msg.look_at = Point(x=float(look[0]), y=float(look[1]), z=float(look[2]))
         msg.subjects = [t.subject for t in targets]
@@ -443,12 +436,8 @@ class PerceptionNode(Node):
         self._diagnose(DiagnosticStatus.ERROR, self.last_rejection[:500], {"camera": cam, "reason": reason[:500]})
 
     def _diagnose(self, level, message: str, values: dict | None = None) -> None:
-        status = DiagnosticStatus(level=level, name=STATUS_NAME, hardware_id="perception", message=message[:500])
-        status.values = [KeyValue(key=str(k), value=str(v)[:500]) for k, v in (values or {}).items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        self.diag_pub.publish(arr)
+        status = diagnostic_status(level, STATUS_NAME, "perception", message, values, max_text=500)
+        publish_diagnostics(self.diag_pub, self.get_clock().now().to_msg(), [status])
 
     def _on_diagnostics(self) -> None:
         lat = np.array(self.latencies) if self.latencies else np.array([math.nan])
@@ -466,21 +455,10 @@ class PerceptionNode(Node):
             values[f"{cam}_pending"] = len(st.rgb) + len(st.depth)
         values["callback_errors"] = sum(self.callback_errors.values())
         values["callback_errors_by_callback"] = dict(self.callback_errors)
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=STATUS_NAME, hardware_id="perception",
-                                  message=f"{sum(s.processed for s in self.cams.values())} frame(s) processed")
-        status.values = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v))[:500])
-                         for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        self.diag_pub.publish(arr)
-
-
-def _pose(position, quaternion) -> Pose:
-    m = Pose()
-    m.position.x, m.position.y, m.position.z = (float(v) for v in position)
-    m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w = (float(v) for v in quaternion)
-    return m
+        status = diagnostic_status(DiagnosticStatus.OK, STATUS_NAME, "perception",
+                                   f"{sum(s.processed for s in self.cams.values())} frame(s) processed", values,
+                                   float_format=".3f", max_text=500)
+        publish_diagnostics(self.diag_pub, self.get_clock().now().to_msg(), [status])
 
 
 def main(args=None) -> int:

@@ -195,7 +195,7 @@ class ViewpointPlanner:
 
     def reach(self, position, rotation, q_now) -> tuple[np.ndarray | None, float]:
         """IK for the end-effector pose that puts the camera there; (q, motion time) or (None, inf)."""
-        from harness_nodes.router.camera_mount import ee_target_for_camera
+        from harness_nodes.common.camera_mount import ee_target_for_camera
         import pinocchio as pin
         if self.kin is None or self.ee_cam is None:
             return None, math.inf

@@ -67,8 +67,7 @@ import traceback
 from collections import deque
 
 import numpy as np
-from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Pose
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
@@ -80,18 +79,22 @@ from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 from trajectory_msgs.msg import JointTrajectoryPoint
 
 from harness_nodes.common.callbacks import guarded, guarded_service
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.realtime import SchedulingResult, apply_realtime_priority
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.router.core import (Duplicate, Executing, Finished, Plan, RouterCore, RouterParameters,
-                                       StartGripper)
+from harness_nodes.common.stamps import to_duration, to_seconds
+from harness_nodes.router.configuration import RouterParameters
+from harness_nodes.router.core import RouterCore
+from harness_nodes.router.execution import Executing, Finished, StartGripper
+from harness_nodes.router.planner import Duplicate, Plan
 from harness_nodes.router.trajectory import GripperTrajectory, JointTrajectory
 from harness_nodes.router.validation import (ChunkInput, Failure, Rejection, short, validate_viewpoint)
-from harness_nodes.router.camera_mount import ee_T_camera, ee_target_for_camera
+from harness_nodes.common.camera_mount import ee_T_camera, ee_target_for_camera
 from harness_nodes.router.guard import Guard
-from harness_nodes.router.kinematics import matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from harness_nodes.common.geometry import matrix_to_quat, quat_to_matrix
 from robot_harness.msg import ActionChunk, ExecutionFeedback, ViewpointRequest
 from robot_harness.srv import ResetEstop, SwitchController
 
@@ -135,17 +138,6 @@ VIEWPOINT_SPEED = 0.15      # m/s of the tool for viewpoint moves
 VIEWPOINT_MIN_TIME = 1.5    # s
 
 
-def _seconds(d: Duration) -> float:
-    return float(d.sec) + float(d.nanosec) * 1e-9
-
-
-def _duration(t: float) -> Duration:
-    sec = int(math.floor(t))
-    nsec = int(round((t - sec) * 1e9))
-    if nsec >= 1_000_000_000:
-        sec, nsec = sec + 1, nsec - 1_000_000_000
-    return Duration(sec=sec, nanosec=nsec)
-
 
 def chunk_from_msg(msg: ActionChunk) -> ChunkInput:
     """ROS message -> plain data; no checks here (validation does them all)."""
@@ -154,12 +146,12 @@ def chunk_from_msg(msg: ActionChunk) -> ChunkInput:
         frame_id=msg.header.frame_id,
         ee_positions=[(p.position.x, p.position.y, p.position.z) for p in msg.ee_poses],
         ee_orientations=[(p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) for p in msg.ee_poses],
-        ee_times=[_seconds(d) for d in msg.ee_times],
+        ee_times=[to_seconds(d) for d in msg.ee_times],
         joint_names=list(msg.joint_names),
         joint_positions=[list(p.positions) for p in msg.joint_points],
         joint_velocities=[list(p.velocities) for p in msg.joint_points],
         joint_accelerations=[list(p.accelerations) for p in msg.joint_points],
-        joint_times=[_seconds(p.time_from_start) for p in msg.joint_points],
+        joint_times=[to_seconds(p.time_from_start) for p in msg.joint_points],
         gripper_command=msg.gripper_command, gripper_width=msg.gripper_width)
 
 
@@ -170,7 +162,7 @@ def arm_trajectory_msg(traj: JointTrajectory) -> JointTrajectoryMsg:
         point = JointTrajectoryPoint()
         point.positions = [float(x) for x in q]
         point.velocities = [float(x) for x in v]
-        point.time_from_start = _duration(float(t))
+        point.time_from_start = to_duration(float(t))
         msg.points.append(point)
     return msg
 
@@ -181,7 +173,7 @@ def gripper_trajectory_msg(traj: GripperTrajectory) -> JointTrajectoryMsg:
     point = JointTrajectoryPoint()
     point.positions = [float(x) for x in traj.positions]
     point.velocities = [0.0] * len(traj.positions)
-    point.time_from_start = _duration(traj.duration)
+    point.time_from_start = to_duration(traj.duration)
     msg.points.append(point)
     return msg
 
@@ -761,7 +753,7 @@ class ControllerRouter(LifecycleNode):
             else:
                 traj = JointTrajectory(tuple(core.arm_joints), np.array([duration]), target[None, :],
                                        np.zeros((1, len(target))))
-                self._send_arm(traj, now, skip_first=False)
+                self._send_arm(traj, now)
             self.latencies.append(time.monotonic() - received)
 
     def _end_stream(self, status: int, reason: str) -> None:
@@ -801,7 +793,7 @@ class ControllerRouter(LifecycleNode):
             q = core.arm_state(self.joint_positions)
         if self._ee_T_camera is None:
             self._ee_T_camera = ee_T_camera(core.kinematics, self.description.camera_link)
-        pos, rot = ee_target_for_camera(tuple(camera_pos), quat_xyzw_to_matrix(tuple(camera_quat)), self._ee_T_camera)
+        pos, rot = ee_target_for_camera(tuple(camera_pos), quat_to_matrix(tuple(camera_quat)), self._ee_T_camera)
         start = core.kinematics.fk(q).translation if not isinstance(q, str) else pos
         distance = float(np.linalg.norm(pos - start))
         duration = max(VIEWPOINT_MIN_TIME, distance / VIEWPOINT_SPEED) if math.isfinite(distance) else math.nan
@@ -809,7 +801,7 @@ class ControllerRouter(LifecycleNode):
             self._reject_id(request_id, 0, Rejection(Failure.LIMIT_VIOLATION,
                             f"viewpoint move of {distance:.3f} m is not feasible"), what="viewpoint")
             return
-        quat = matrix_to_quat_xyzw(rot)
+        quat = matrix_to_quat(rot)
         chunk = ActionChunk()
         chunk.header = header
         chunk.chunk_id = request_id
@@ -819,14 +811,14 @@ class ControllerRouter(LifecycleNode):
         pose.position.x, pose.position.y, pose.position.z = (float(v) for v in pos)
         pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in quat)
         chunk.ee_poses = [pose]
-        chunk.ee_times = [_duration(duration)]
+        chunk.ee_times = [to_duration(duration)]
         chunk.gripper_command = ActionChunk.GRIPPER_NONE
         self.get_logger().info(f"viewpoint '{short(request_id)}': camera to "
                                f"({camera_pos[0]:.3f}, {camera_pos[1]:.3f}, {camera_pos[2]:.3f}) in {duration:.1f} s")
         self._process_command(b"", time.monotonic(), msg=chunk)
 
     # ------------------------------------------------------------------ output routing
-    def _send_arm(self, traj: JointTrajectory, now: float, skip_first: bool = True) -> None:
+    def _send_arm(self, traj: JointTrajectory, now: float) -> None:
         if self.controller == "forward_position":
             self.forward = (traj, now)
         elif self.controller == "follow_joint_trajectory":
@@ -938,16 +930,10 @@ class ControllerRouter(LifecycleNode):
                                 f"{short(rejection.reason, 500)}")
 
     def _diagnose(self, level, message: str, values: dict | None = None) -> None:
-        status = DiagnosticStatus(level=level, name=STATUS_NAME, hardware_id=self.description.name,
-                                  message=message)
-        status.values = [KeyValue(key=str(k), value=str(v)) for k, v in (values or {}).items()]
-        self._publish_diagnostics([status])
+        self._publish_diagnostics([diagnostic_status(level, STATUS_NAME, self.description.name, message, values)])
 
     def _publish_diagnostics(self, statuses: list[DiagnosticStatus]) -> None:
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = statuses
-        self.diagnostics_pub.publish(array)
+        publish_diagnostics(self.diagnostics_pub, self.get_clock().now().to_msg(), statuses)
 
     def latency_stats(self) -> dict[str, float]:
         lat = list(self.latencies)
@@ -975,8 +961,6 @@ class ControllerRouter(LifecycleNode):
             level = DiagnosticStatus.WARN if refused else DiagnosticStatus.OK
             state = (f"holding: {refused[1]}" if refused else
                      f"executing '{short(active)}'" if active else "streaming" if self.guard.streaming else "idle")
-        status = DiagnosticStatus(level=level, name=STATUS_NAME, hardware_id=self.description.name,
-                                  message=state)
         values = {"lifecycle": self.lifecycle_state, "controller": self.controller,
                   "estop_latched": self.guard.estop_latched, "heartbeat_lost": self.guard.heartbeat_lost,
                   "holds": self.hold_count, "last_hold_reason": self.last_hold_reason,
@@ -998,9 +982,8 @@ class ControllerRouter(LifecycleNode):
             "forward_latency_ms_last": lat["last"] * 1000, "forward_latency_ms_mean": lat["mean"] * 1000,
             "forward_latency_ms_max": lat["max"] * 1000, "forward_latency_samples": lat["count"],
             "ik_ms_last": self.last_ik_time * 1000})
-        status.values = [KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v)))
-                         for k, v in values.items()]
-        self._publish_diagnostics([status])
+        self._publish_diagnostics([diagnostic_status(level, STATUS_NAME, self.description.name, state, values,
+                                                     float_format=".3f")])
 
 
 def _install_shutdown_hold(node: ControllerRouter) -> None:

@@ -114,8 +114,3 @@ def build_gripper_trajectory(finger_names: Sequence[str], target_width: float, c
     q = width / 2.0 if position_for_width is None else float(position_for_width(width))
     return GripperTrajectory(tuple(finger_names), np.full(len(finger_names), q), duration, width)
 
-
-def max_velocity_ratio(traj: JointTrajectory, limits: TimingLimits) -> float:
-    """Largest |mean segment velocity| / (velocity_scale * limit) over joints and segments."""
-    seg = np.abs(np.diff(traj.positions, axis=0)) / np.diff(traj.times)[:, None]
-    return float(np.max(seg / (limits.velocity_scale * np.asarray(limits.velocity_limit))))

@@ -35,8 +35,8 @@ from typing import ClassVar
 
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Pose, PoseStamped
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
 from typing import Annotated
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -49,9 +49,12 @@ from trajectory_msgs.msg import JointTrajectory
 
 from harness_nodes.common.geometry import matrix_to_quat
 from harness_nodes.common.callbacks import guarded, guarded_service
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
+from harness_nodes.common.messages import pose_msg
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
+from harness_nodes.common.stamps import to_seconds, to_time
 from harness_nodes.sim.world import CAMERAS, MOVE_LIMIT, SCENARIOS, SimWorld, TrajectoryPoint
 from robot_harness.msg import SimGroundTruth
 from robot_harness.srv import SimControl
@@ -148,15 +151,6 @@ class ControlRequest(BaseModel):
                                        for e in exc.errors())[:500]) from None
 
 
-def to_stamp(t: float) -> Time:
-    ns = int(round(t * 1e9))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def from_stamp(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 def validate_trajectory(msg: JointTrajectory, known: list[str], lower: list[float],
                         upper: list[float]) -> str | None:
     """None if `msg` is acceptable for joints `known` with position limits, else why not."""
@@ -186,7 +180,7 @@ def validate_trajectory(msg: JointTrajectory, known: list[str], lower: list[floa
                 return f"point {k}: non-finite position for {known[i]}"
             if not lower[i] - 1e-6 <= q <= upper[i] + 1e-6:
                 return f"point {k}: {known[i]} = {q:.4f} outside [{lower[i]:.4f}, {upper[i]:.4f}]"
-        t = from_stamp(pt.time_from_start) if pt.time_from_start.sec >= 0 else -1.0
+        t = to_seconds(pt.time_from_start) if pt.time_from_start.sec >= 0 else -1.0
         if t < 0 or (k > 0 and t <= last):
             return f"point {k}: time_from_start {t:.3f} s must be >= 0 and strictly increasing"
         last = t
@@ -194,7 +188,7 @@ def validate_trajectory(msg: JointTrajectory, known: list[str], lower: list[floa
 
 
 def trajectory_points(msg: JointTrajectory) -> list[TrajectoryPoint]:
-    return [TrajectoryPoint(list(pt.positions), from_stamp(pt.time_from_start),
+    return [TrajectoryPoint(list(pt.positions), to_seconds(pt.time_from_start),
                             list(pt.velocities) if len(pt.velocities) else None)
             for pt in msg.points]
 
@@ -296,7 +290,7 @@ class SimNode(Node):
     def _on_trajectory(self, msg, controller, limits, setter) -> None:
         error = validate_trajectory(msg, *limits)
         if error is None:
-            start = from_stamp(msg.header.stamp)
+            start = to_seconds(msg.header.stamp)
             try:
                 with self.lock:
                     error = setter(list(msg.joint_names), trajectory_points(msg),
@@ -383,7 +377,7 @@ class SimNode(Node):
                         if render and self.renderer is not None and not self.renderer.busy:
                             snapshot = (self.world.snapshot(), render)
                         poses = {c: self.world.camera_pose(c) for c in cams_due}
-                stamp = to_stamp(t)
+                stamp = to_time(t)
                 clock.clock = stamp
                 self.clock_pub.publish(clock)
                 if js is not None:
@@ -446,7 +440,7 @@ class SimNode(Node):
         msg.header.stamp = stamp
         msg.header.frame_id = WORLD_FRAME
         msg.object_ids = list(gt.object_ids)
-        msg.poses = [_pose(pos, q) for pos, q in zip(gt.positions, gt.quaternions)]
+        msg.poses = [pose_msg(pos, q) for pos, q in zip(gt.positions, gt.quaternions)]
         msg.held_object = gt.held_object
         msg.in_tray = list(gt.in_tray)
         self.gt_pub.publish(msg)
@@ -460,7 +454,7 @@ class SimNode(Node):
             msg = PoseStamped()
             msg.header.stamp = stamp
             msg.header.frame_id = WORLD_FRAME
-            msg.pose = _pose(position, matrix_to_quat(rot))
+            msg.pose = pose_msg(position, matrix_to_quat(rot))
             pubs["pose"].publish(msg)
 
     def camera_info(self, cam: str, stamp: Time) -> CameraInfo:
@@ -477,7 +471,7 @@ class SimNode(Node):
         return msg
 
     def _publish_images(self, result: dict) -> None:
-        stamp = to_stamp(result["stamp"])
+        stamp = to_time(result["stamp"])
         for cam, r in result["images"].items():
             pubs = self.cam_pubs[cam]
             frame = f"{cam}_optical_frame"
@@ -496,12 +490,8 @@ class SimNode(Node):
             pubs["depth"].publish(depth)
 
     def _diagnose(self, level, name: str, message: str, values: dict | None = None) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = to_stamp(self.world.sim_time)
-        status = DiagnosticStatus(level=level, name=name, message=message, hardware_id="pybullet")
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in (values or {}).items()]
-        arr.status = [status]
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self.diag_pub, to_time(self.world.sim_time),
+                            [diagnostic_status(level, name, "pybullet", message, values)])
 
     def _status(self) -> None:
         self._diagnose(DiagnosticStatus.OK, "sim: physics", "running", {
@@ -512,14 +502,6 @@ class SimNode(Node):
             "callback_errors": sum(self.callback_errors.values()),
             "callback_errors_by_callback": dict(self.callback_errors),
             "scenario": self.world.scenario, "seed": self.world.seed})
-
-
-def _pose(position, quaternion) -> Pose:
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
-    (pose.orientation.x, pose.orientation.y, pose.orientation.z,
-     pose.orientation.w) = (float(v) for v in quaternion)
-    return pose
 
 
 def main(args=None) -> int:

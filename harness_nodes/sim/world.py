@@ -36,19 +36,25 @@ from harness_nodes.common.robot_description import RobotDescription, load_robot_
 CUBE_IDS = ("red_cube", "green_cube", "blue_cube")
 TRAY_ID = "tray"
 OBJECT_IDS = (*CUBE_IDS, TRAY_ID)
-SCENARIOS = ("nominal", "occluded", "lookalike")
+SCENARIOS = ("nominal", "occluded", "lookalike", "obstacle")
 # Scenario props: always built (so a render worker's copy of the world has them too), parked off
 # the table where a scenario does not use them.
 OCCLUDER_ID = "occluder"        # a tall grey box hiding the target from the scene camera
 DISTRACTOR_ID = "distractor"    # a cube of nearly the target's colour (look-alike)
-PROP_IDS = (OCCLUDER_ID, DISTRACTOR_ID)
+OBSTACLE_ID = "obstacle"        # a tall light box beside the straight path to the tray (world-model veto)
+PROP_IDS = (OCCLUDER_ID, DISTRACTOR_ID, OBSTACLE_ID)
 OCCLUDER_HALF = (0.025, 0.09, 0.13)   # m: thin along the scene camera's line of sight, 0.26 m tall
 OCCLUDER_COLOUR = (0.55, 0.55, 0.58, 1.0)
 DISTRACTOR_COLOUR = (0.85, 0.28, 0.1, 1.0)   # hue ~14 deg, next to red's 0 deg
 OCCLUDED_TARGET_XY = (0.40, 0.48)   # red cube: outside the wrist camera's view at home
 OCCLUDER_DISTANCE = 0.12            # m from the target toward the scene camera
 LOOKALIKE_OFFSET = (0.0, -0.08)     # distractor relative to the red cube
-PROP_PARK = {OCCLUDER_ID: (3.0, -2.0), DISTRACTOR_ID: (3.0, 2.0)}   # behind the scene camera
+PROP_PARK = {OCCLUDER_ID: (3.0, -2.0), DISTRACTOR_ID: (3.0, 2.0), OBSTACLE_ID: (3.0, 0.0)}   # behind the scene camera
+OBSTACLE_HALF = (0.02, 0.02, 0.12)    # m: 0.24 m tall, as high as the held cube at transport height
+OBSTACLE_MASS = 0.3                   # kg: light enough that a passing arm knocks it over
+OBSTACLE_COLOUR = (0.95, 0.85, 0.2, 1.0)
+OBSTACLE_PATH_FRACTION = (0.35, 0.45)  # where along the red cube -> tray centre line it stands (seeded)
+OBSTACLE_SIDE_OFFSET = (0.05, 0.07)   # m beside that line, on the side away from the robot (seeded)
 CAMERAS = ("scene", "wrist")
 
 CUBE_SIZE = 0.05          # m, edge
@@ -377,6 +383,12 @@ class SimWorld:
         p.changeDynamics(body, -1, lateralFriction=CUBE_FRICTION, spinningFriction=0.01,
                          rollingFriction=0.0001, physicsClientId=c)
         self.objects[DISTRACTOR_ID] = body
+        obs_col = p.createCollisionShape(p.GEOM_BOX, halfExtents=OBSTACLE_HALF, physicsClientId=c)
+        obs_vis = p.createVisualShape(p.GEOM_BOX, halfExtents=OBSTACLE_HALF, rgbaColor=OBSTACLE_COLOUR,
+                                      physicsClientId=c)
+        body = p.createMultiBody(OBSTACLE_MASS, obs_col, obs_vis, basePosition=(0, 0, -5), physicsClientId=c)
+        p.changeDynamics(body, -1, lateralFriction=0.8, physicsClientId=c)
+        self.objects[OBSTACLE_ID] = body
         self.objects[TRAY_ID] = p.loadURDF("tray/traybox.urdf", (*TRAY_NOMINAL_XY, TRAY_BASE_Z),
                                            useFixedBase=True, globalScaling=TRAY_SCALE,
                                            physicsClientId=c)
@@ -397,6 +409,7 @@ class SimWorld:
         poses[TRAY_ID] = ((*TRAY_NOMINAL_XY, TRAY_BASE_Z), (0.0, 0.0, 0.0, 1.0))
         poses[OCCLUDER_ID] = ((*PROP_PARK[OCCLUDER_ID], FLOOR_Z + OCCLUDER_HALF[2]), (0.0, 0.0, 0.0, 1.0))
         poses[DISTRACTOR_ID] = ((*PROP_PARK[DISTRACTOR_ID], FLOOR_Z + CUBE_SIZE / 2), (0.0, 0.0, 0.0, 1.0))
+        poses[OBSTACLE_ID] = ((*PROP_PARK[OBSTACLE_ID], FLOOR_Z + OBSTACLE_HALF[2]), (0.0, 0.0, 0.0, 1.0))
         if scenario == "occluded":
             # The red cube sits behind a taller box as seen from the scene camera, outside the
             # wrist camera's view at home: only moving the wrist camera finds it.
@@ -412,6 +425,18 @@ class SimWorld:
         elif scenario == "lookalike":
             (rx, ry, rz), _ = poses["red_cube"]
             poses[DISTRACTOR_ID] = ((rx + LOOKALIKE_OFFSET[0], ry + LOOKALIKE_OFFSET[1], rz), (0.0, 0.0, 0.0, 1.0))
+        elif scenario == "obstacle":
+            # A tall box stands beside the straight line from the red cube to the tray: a low or
+            # sideways transport knocks it over, a high or wide one passes.
+            start = np.array(poses["red_cube"][0][:2])
+            line = np.array(TRAY_NOMINAL_XY) - start
+            side = np.array([-line[1], line[0]]) / np.linalg.norm(line)
+            along = rng.uniform(*OBSTACLE_PATH_FRACTION)
+            offset = rng.uniform(*OBSTACLE_SIDE_OFFSET)
+            if side[0] < 0:
+                side = -side   # away from the robot: the other side is inside the tray
+            ox, oy = start + along * line + offset * side
+            poses[OBSTACLE_ID] = ((float(ox), float(oy), OBSTACLE_HALF[2] + 1e-4), (0.0, 0.0, 0.0, 1.0))
         return poses
 
     def reset(self, scenario: str | None = None, seed: int | None = None) -> None:

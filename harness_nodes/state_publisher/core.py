@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness_nodes.common.geometry import look_at_rotation, matrix_to_quat
 from harness_nodes.common.robot_description import RobotDescription
-from harness_nodes.router.camera_mount import LINK_R_OPTICAL, WRIST_CAMERA_OFFSET
-from harness_nodes.router.kinematics import add_tool_frame
+from harness_nodes.common.camera_mount import LINK_R_OPTICAL, WRIST_CAMERA_OFFSET
+from harness_nodes.common.kinematics import add_tool_frame
 
 CAMERAS = ("scene", "wrist")
 MAX_JOINTS_PER_MESSAGE = 1024   # more names than any arm has: the message is refused, not scanned

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -27,6 +27,7 @@ from std_msgs.msg import String
 from tf2_msgs.msg import TFMessage
 
 from harness_nodes.common.callbacks import guarded
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
@@ -101,14 +102,10 @@ class StatePublisher(Node):
             level, message = DiagnosticStatus.WARN, self.last_problem or f"{errors} callback errors"
         else:
             level, message = DiagnosticStatus.OK, "publishing /tf"
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: transforms", hardware_id=self.params.robot,
-                                  message=message[:256], values=[
-                                      KeyValue(key="joint_states_used", value=str(self.accepted)),
-                                      KeyValue(key="joint_states_with_problems", value=str(self.refused)),
-                                      KeyValue(key="callback_errors", value=str(errors))])
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(arr)
+        status = diagnostic_status(level, f"{self.get_name()}: transforms", self.params.robot, message[:256],
+                                   {"joint_states_used": self.accepted, "joint_states_with_problems": self.refused,
+                                    "callback_errors": errors})
+        publish_diagnostics(self.diagnostics_pub, self.get_clock().now().to_msg(), [status])
 
 
 def main(args=None) -> int:

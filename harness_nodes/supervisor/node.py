@@ -46,7 +46,7 @@ import uuid
 from collections import Counter
 
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point, Pose
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
@@ -61,6 +61,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 
 from harness_nodes.common.callbacks import guarded
+from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED
@@ -290,16 +291,11 @@ class Supervisor(Node):
         self._diagnose(DiagnosticStatus.OK, "running a task" if self.busy else "idle")
 
     def _diagnose(self, level, message: str) -> None:
-        status = DiagnosticStatus(level=level, name=NODE_NAME, hardware_id=NODE_NAME, message=_short(message, 500))
-        values = {**{k: str(v) for k, v in self.counts.items()},
-                  "busy": str(self.busy), "task_id": self.run_state.task_id, "phase": self.run_state.phase,
+        values = {**self.counts, "busy": self.busy, "task_id": self.run_state.task_id, "phase": self.run_state.phase,
                   "last_rejection": _short(self.last_rejection, 300), "last_outcome": _short(self.last_outcome, 300),
-                  "callback_errors": str(sum(getattr(self, "callback_errors", Counter()).values()))}
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.stamp()
-        arr.status = [status]
-        self.diagnostics_pub.publish(arr)
+                  "callback_errors": sum(getattr(self, "callback_errors", Counter()).values())}
+        publish_diagnostics(self.diagnostics_pub, self.stamp(),
+                            [diagnostic_status(level, NODE_NAME, NODE_NAME, message, values, max_text=500)])
 
     # ------------------------------------------------------------------ action server
     def _on_goal(self, goal: ExecuteTask.Goal) -> GoalResponse:
@@ -662,7 +658,7 @@ class NodePorts:
 
 def main(args=None) -> int:
     return run_node(NODE_NAME, Supervisor, args,
-                    executor_factory=lambda context: MultiThreadedExecutor(num_threads=4, context=context))
+                    executor=lambda context: MultiThreadedExecutor(num_threads=4, context=context))
 
 
 if __name__ == "__main__":

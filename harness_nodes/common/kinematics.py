@@ -1,4 +1,4 @@
-"""Arm kinematics for the router: Pinocchio model from the URDF, forward kinematics of the
+"""Arm kinematics shared by the router, memory, perception and the state publisher: Pinocchio model from the URDF, forward kinematics of the
 end-effector frame and a joint-limit-aware damped-least-squares IK for 6-D pose targets.
 
 Pure: no rclpy. Only the arm joints (the description's `arm.joint_names`, in that order) are IK
@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 import pinocchio as pin
 
+from harness_nodes.common.geometry import quat_to_matrix
+
 
 @dataclass(frozen=True)
 class IKResult:
@@ -32,18 +34,8 @@ class IKResult:
         return max(self.position_error, self.orientation_error)
 
 
-def quat_xyzw_to_matrix(quat: Sequence[float]) -> np.ndarray:
-    x, y, z, w = (float(v) for v in quat)
-    return pin.Quaternion(w, x, y, z).normalized().toRotationMatrix()
-
-
-def matrix_to_quat_xyzw(rotation: np.ndarray) -> np.ndarray:
-    q = pin.Quaternion(np.asarray(rotation, dtype=float))
-    return np.array([q.x, q.y, q.z, q.w])
-
-
 def pose_to_se3(position: Sequence[float], quat_xyzw: Sequence[float]) -> pin.SE3:
-    return pin.SE3(quat_xyzw_to_matrix(quat_xyzw), np.asarray(position, dtype=float).reshape(3))
+    return pin.SE3(quat_to_matrix(quat_xyzw), np.asarray(position, dtype=float).reshape(3))
 
 
 def add_tool_frame(model: pin.Model, tool) -> None:
@@ -127,9 +119,6 @@ class ArmKinematics:
         q = self.full_q(arm_q, others)
         pin.framesForwardKinematics(self.model, self.data, q)
         return self.data.oMf[self.frame_id].copy()
-
-    def fk_position(self, arm_q: Sequence[float]) -> np.ndarray:
-        return self.fk(arm_q).translation.copy()
 
     def manipulability(self, arm_q: Sequence[float], others: dict[str, float] | None = None) -> float:
         q = self.full_q(arm_q, others)
