@@ -451,3 +451,29 @@ def test_cube_moved_during_the_approach_is_caught_and_the_task_recovers(stack, r
     assert res.result.attempts >= 2 and "object_moved" in nodes["supervisor"].log(), logs(nodes)
     assert spin_until(ros_node, h.in_tray, 10.0)
     assert not h.help                                             # recovered without asking anyone
+
+
+@pytest.mark.timeout(400)
+def test_full_harness_with_the_world_model_and_the_latent_policy(start_node, ros_node, tmp_path):
+    """Everything on: the latent policy proposes, the world model ranks (and may veto), the planner
+    fills in where the policy refuses; the task succeeds, judged from ground truth."""
+    nodes = {
+        "sim": start_node("harness_nodes.sim.node", "sim.yaml"),
+        "router": start_node("harness_nodes.router.node", "router.yaml", use_sim_time=True),
+        "memory": start_node("harness_nodes.memory.node", "memory.yaml", use_sim_time=True,
+                             db_path=str(tmp_path / "memory.sqlite")),
+        "perception": start_node("harness_nodes.perception.node", "perception.yaml", use_sim_time=True),
+        "world_model": start_node("harness_nodes.world_model.node", "world_model.yaml", use_sim_time=True),
+        "latent_policy": start_node("harness_nodes.latent_policy.node", None, use_sim_time=True),
+        "supervisor": start_node("harness_nodes.supervisor.node", "supervisor.yaml", use_sim_time=True),
+    }
+    h = Harness(ros_node)
+    h.ready()
+    handle = h.send_accepted("put the red cube in the tray", task_id="t-full")
+    res = h.result(handle, 300.0)
+    log = nodes["supervisor"].log()
+    assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, log[-6000:])
+    assert spin_until(ros_node, h.in_tray, 10.0)
+    assert "world model chose candidate" in log
+    assert "from policy executed" in log or "policy refused" in log, log[-6000:]   # the policy was asked
+    assert all(n.alive() for n in nodes.values())

@@ -326,7 +326,6 @@ class TaskRunner:
             proposed = self.ports.propose(self.task, subgoal, self.config.num_candidates)
             if proposed:
                 return proposed
-            self._say(f"{subgoal.value}: the policy proposed nothing: planner fallback")
         count = self.config.num_candidates if self._world_model_on() else 1
         return self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset)
 
