@@ -289,7 +289,7 @@ def test_dead_router_holds_reports_and_the_operator_answers(light, domain_id):
     handle = h.send_accepted("put red_cube in tray", task_id="t-dead")
     assert spin_until(h.node, lambda: h.help, 60.0), supervisor.log()[-3000:]
     assert "router not answering" in h.help[-1].question
-    assert "hold failed" in supervisor.log()
+    assert spin_until(h.node, lambda: "hold failed" in supervisor.log(), 5.0), supervisor.log()[-3000:]
     n = len(beats)
     spin_until(h.node, lambda: False, 1.0)
     assert len(beats) - n >= 5, "heartbeat stalled while the task waits for a human"
@@ -435,7 +435,8 @@ def test_hostile_state_inputs_leave_the_supervisor_answering(light):
 @pytest.mark.timeout(300)
 def test_cube_moved_during_the_approach_is_caught_and_the_task_recovers(stack, ros_node):
     """The cube is moved while the arm approaches where it was: the contradiction (perception ->
-    memory event) or the pre-grasp check catches it, the arm holds, looks again and finishes."""
+    memory event) or the pre-grasp check catches it (or, moved too late to be seen, the missed grasp),
+    the arm holds or backs off, looks again and finishes without a human."""
     nodes = stack()
     h = Harness(ros_node)
     h.ready()
@@ -448,7 +449,9 @@ def test_cube_moved_during_the_approach_is_caught_and_the_task_recovers(stack, r
     assert h.call(h.control, req).success
     res = h.result(handle, 240.0)
     assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, logs(nodes, n=8000))
-    assert res.result.attempts >= 2 and "object_moved" in nodes["supervisor"].log(), logs(nodes)
+    # caught as a contradiction mid-approach or before the grasp, or (moved late) as a missed grasp
+    log = nodes["supervisor"].log()
+    assert res.result.attempts >= 2 and ("object_moved" in log or "grasp_missed" in log), logs(nodes)
     assert spin_until(ros_node, h.in_tray, 10.0)
     assert not h.help                                             # recovered without asking anyone
 
