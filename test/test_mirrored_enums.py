@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from robot_harness.msg import (ActionChunk, ExecutionFeedback, MemoryEvent, MemoryFact,
+from robot_harness.msg import (ActionChunk, ExecutionFeedback, HumanFeedback, MemoryEvent, MemoryFact,
                                ObjectObservation)
 from robot_harness.srv import SwitchController
 
@@ -44,6 +44,8 @@ def test_module_level_mirrors_equal_generated_constants():
     from harness_nodes.expert import plan
     from harness_nodes.perception import core as perception_core
     from harness_nodes.perception import node as perception_node
+    from harness_nodes.supervisor import planner as supervisor_planner
+    from harness_nodes.supervisor import runner as supervisor_runner
 
     mirrors = {
         (plan.GRIPPER_NONE, plan.GRIPPER_OPEN, plan.GRIPPER_CLOSE):
@@ -52,6 +54,13 @@ def test_module_level_mirrors_equal_generated_constants():
             (ObjectObservation.STATUS_SEEN, ObjectObservation.STATUS_EXPECTED_NOT_SEEN),
         (perception_node.KIND_VISUAL, perception_node.STATE_VALID, perception_node.STATE_STALE):
             (MemoryFact.KIND_VISUAL, MemoryFact.STATE_VALID, MemoryFact.STATE_STALE),
+        (supervisor_planner.STATE_VALID, supervisor_planner.STATE_STALE, supervisor_planner.STATE_INVALID,
+         supervisor_planner.STATE_CONTRADICTED):
+            (MemoryFact.STATE_VALID, MemoryFact.STATE_STALE, MemoryFact.STATE_INVALID, MemoryFact.STATE_CONTRADICTED),
+        (supervisor_runner.KIND_APPROVE, supervisor_runner.KIND_REJECT, supervisor_runner.KIND_CORRECT,
+         supervisor_runner.KIND_ABORT):
+            (HumanFeedback.KIND_APPROVE, HumanFeedback.KIND_REJECT, HumanFeedback.KIND_CORRECT,
+             HumanFeedback.KIND_ABORT),
     }
     for mirrored, generated in mirrors.items():
         assert mirrored == generated

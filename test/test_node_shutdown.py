@@ -113,3 +113,11 @@ def test_world_model_exits_0_while_its_multithreaded_executor_is_busy(start_node
         pub.publish(JointState(name=["panda_joint1"], position=[0.0]))
         ros_node.executor_for_test.spin_once(timeout_sec=0.001)
     _assert_clean(node, _signal_and_wait(node, SIGNALS[signals]))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("signals", list(SIGNALS))
+def test_supervisor_exits_0(start_node, ros_node, signals):
+    node = start_node("harness_nodes.supervisor.node", "supervisor.yaml")
+    _up(ros_node, node, "supervisor")
+    _assert_clean(node, _signal_and_wait(node, SIGNALS[signals]))

@@ -27,6 +27,8 @@ from harness_nodes.perception.node import PerceptionNode
 from harness_nodes.router.configuration import RouterParameters
 from harness_nodes.router.node import ControllerRouter
 from harness_nodes.sim.node import SimNode, SimParameters
+from harness_nodes.supervisor.config import SupervisorParameters
+from harness_nodes.supervisor.node import Supervisor
 from harness_nodes.world_model.node import WorldModelNode, WorldModelParameters
 
 # model, node class (its _apply_parameters), node name in config/stack.yaml
@@ -36,6 +38,7 @@ NODES = {
     "memory_tracker": (MemoryParameters, MemoryTracker),
     "perception": (PerceptionParameters, PerceptionNode),
     "pick_place_expert": (ExpertParameters, PickPlaceExpert),
+    "supervisor": (SupervisorParameters, Supervisor),
     "world_model": (WorldModelParameters, WorldModelNode),
     "latent_policy": (LatentPolicyParameters, LatentPolicyNode),
 }
@@ -253,6 +256,7 @@ def fake_perception(params):
 
 FAKES = {"controller_router": fake_router, "memory_tracker": fake_memory, "perception": fake_perception,
          "sim": lambda p: types.SimpleNamespace(params=p), "pick_place_expert": lambda p: types.SimpleNamespace(params=p),
+         "supervisor": lambda p: types.SimpleNamespace(params=p),
          "world_model": lambda p: types.SimpleNamespace(params=p),
          "latent_policy": lambda p: types.SimpleNamespace(params=p)}
 

@@ -1,0 +1,451 @@
+"""The task loop: for each subgoal (look, approach, grasp, lift, move, place, release, verify)
+ask memory what it believes (and for a re-check when the belief is stale), get candidates (policy,
+or the planner fallback), let the world model rank and veto them, execute the chosen chunk, verify
+from memory; on a typed failure recover within the retry budget, else escalate to a human.
+
+Pure: everything outside goes through `Ports` (the node implements it over ROS; unit tests with
+in-process doubles). Every port call is bounded by the port; a port that gets no answer in time
+raises `NodeLost`, and the runner then holds the arm and records a NODE_LOST failure.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from harness_nodes.supervisor.planner import Belief, Candidate, Planner, STATE_CONTRADICTED, STATE_INVALID
+from harness_nodes.supervisor.recovery import (SUBGOALS, Decision, Failure, FailureType, Recovery, RetryBudget,
+                                               Subgoal, decide, restart_point)
+from harness_nodes.supervisor.task import Task
+
+KIND_APPROVE, KIND_REJECT, KIND_CORRECT, KIND_ABORT = 0, 1, 2, 3     # robot_harness/HumanFeedback
+HELP_OPTIONS = ["retry", "skip", "abort", "object_is_at <x> <y> <z>"]
+POSITION = re.compile(r"(-?\d+(?:\.\d+)?)[\s,]+(-?\d+(?:\.\d+)?)[\s,]+(-?\d+(?:\.\d+)?)")
+HUMAN_POSITION_LIMIT = 2.0      # m from the base: a corrected position further away is not understood
+ESSENTIAL_NODES = ("memory", "router")   # without these the task cannot go on: escalate at once
+
+
+class NodeLost(Exception):
+    """A node did not answer within its bound."""
+
+    def __init__(self, node: str, detail: str):
+        super().__init__(f"{node} not answering: {detail}")
+        self.node = node
+
+
+class Cancelled(Exception):
+    """The client cancelled the goal. `held`: the port already held the arm (cancel mid-chunk)."""
+
+    def __init__(self, held: bool = False):
+        super().__init__("cancelled")
+        self.held = held
+
+
+@dataclass
+class ExecResult:
+    ok: bool
+    failure: FailureType | None = None
+    message: str = ""
+    cancelled: bool = False
+
+
+@dataclass
+class Evaluation:
+    best_index: int               # -1: every candidate vetoed
+    message: str = ""
+
+
+@dataclass
+class HelpQuestion:
+    request_id: str
+    question: str
+    options: list[str]
+    context: dict
+
+
+@dataclass
+class Answer:
+    kind: int
+    response: str
+    note: str = ""
+
+
+@dataclass
+class RunState:
+    task_id: str
+    phase: str = "idle"            # perceive, propose, evaluate, execute, verify, recover, escalate, done
+    subtask: str = ""
+    attempt: int = 1
+    retries_left: int = 0
+    last_failure: str = ""
+    waiting_for_human: bool = False
+    progress: float = 0.0
+
+
+@dataclass
+class Outcome:
+    success: bool
+    outcome: str                  # succeeded, failed, escalated, aborted
+    attempts: int
+    message: str
+    steps: list[str] = field(default_factory=list)
+
+
+class Ports(Protocol):
+    def beliefs(self, subjects: list[str]) -> dict[str, Belief]: ...
+    def request_recheck(self, subjects: list[str], reason: str) -> None: ...
+    def propose(self, task: Task, subgoal: Subgoal, count: int) -> list[Candidate]: ...
+    def evaluate(self, task: Task, candidates: list[Candidate]) -> Evaluation: ...
+    def execute(self, candidate: Candidate, attempt: int, subgoal: Subgoal) -> ExecResult: ...
+    def hold(self, reason: str) -> bool: ...
+    def ask_human(self, question: HelpQuestion) -> Answer | None: ...
+    def remember_text(self, subject: str, text: str) -> None: ...
+    def remember_position(self, subject: str, position: tuple) -> None: ...
+    def report(self, state: RunState) -> None: ...
+    def log(self, line: str) -> None: ...
+    def cancelled(self) -> bool: ...
+    def sleep(self, seconds: float) -> None: ...
+    def now(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    use_policy: bool = True
+    use_world_model: bool = True
+    use_memory_validity: bool = True   # off: beliefs are used whatever their state and confidence
+    use_viewpoint: bool = True         # off: no re-check requests
+    use_recovery: bool = True          # off: the first failure escalates (or fails)
+    use_escalation: bool = True        # off: a spent budget fails the task
+    num_candidates: int = 4
+    min_confidence: float = 0.3
+    look_timeout: float = 15.0         # s for a trustworthy belief to appear after a re-check request
+    poll_period: float = 0.25          # s between memory queries while waiting for a belief
+    recheck_period: float = 3.0        # s between repeated re-check requests
+    moved_tolerance: float = 0.03      # m the belief may move under the plan before it counts as moved
+    grasp_check_timeout: float = 3.0   # s for memory to report the object held after closing
+    verify_timeout: float = 10.0       # s for the belief to show the object in place
+    retries_per_subgoal: int = 2
+    retries_per_task: int = 4
+    regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
+
+
+def parse_position(text: str) -> tuple[float, float, float] | None:
+    m = POSITION.search(text or "")
+    if not m:
+        return None
+    p = tuple(float(v) for v in m.groups())
+    if not all(math.isfinite(v) and abs(v) <= HUMAN_POSITION_LIMIT for v in p):
+        return None
+    return p
+
+
+class TaskRunner:
+    def __init__(self, ports: Ports, task: Task, task_id: str, config: RunnerConfig,
+                 planner: Planner | None = None, max_attempts: int = 0, timeout: float = 0.0):
+        self.ports, self.task, self.config = ports, task, config
+        self.planner = planner or Planner()
+        per_task = config.retries_per_task if max_attempts <= 0 else max(0, max_attempts - 1)
+        self.budget = RetryBudget(config.retries_per_subgoal, per_task)
+        self.timeout = timeout
+        self.state = RunState(task_id=task_id, retries_left=self.budget.retries_left)
+        self.obj: Belief | None = None
+        self.dest: Belief | None = None
+        self.corrected: dict[str, Belief] = {}
+        self.yaw_offset = 0.0
+        self.regrasps = 0
+        self.lost: set[str] = set()
+        self.failures: list[Failure] = []
+        self.steps: list[str] = []
+        self.help_requests = 0
+        self.restarts = 0             # recoveries and human retries: attempt = 1 + restarts
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def attempt(self) -> int:
+        return 1 + self.restarts
+
+    def _say(self, line: str) -> None:
+        self.steps.append(line)
+        self.ports.log(line)
+
+    def _report(self, phase: str, subgoal: Subgoal | None = None, **changes) -> None:
+        self.state.phase = phase
+        if subgoal is not None:
+            self.state.subtask = subgoal.value
+            self.state.progress = SUBGOALS.index(subgoal) / len(SUBGOALS)
+        self.state.attempt = self.attempt
+        self.state.retries_left = self.budget.retries_left
+        for k, v in changes.items():
+            setattr(self.state, k, v)
+        self.ports.report(self.state)
+
+    def _finish(self, success: bool, outcome: str, message: str) -> Outcome:
+        self._say(f"task {outcome}: {message}")
+        self._report("done", progress=1.0 if success else self.state.progress)
+        return Outcome(success, outcome, self.attempt, message, list(self.steps))
+
+    def _check_cancel(self) -> None:
+        if self.ports.cancelled():
+            raise Cancelled()
+
+    def _wait(self, seconds: float) -> None:
+        self._check_cancel()
+        self.ports.sleep(seconds)
+        self._check_cancel()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> Outcome:
+        start = self.ports.now()
+        self._say(f"task '{self.task.canonical}' ({self.task.kind.value}): "
+                  f"policy {'on' if self.config.use_policy else 'off'}, world model "
+                  f"{'on' if self.config.use_world_model else 'off'}, recovery {'on' if self.config.use_recovery else 'off'}")
+        i = 0
+        try:
+            while i < len(SUBGOALS):
+                subgoal = SUBGOALS[i]
+                self._check_cancel()
+                if self.timeout > 0 and self.ports.now() - start > self.timeout:
+                    self.ports.hold("task timeout")
+                    return self._finish(False, "failed", f"task timeout ({self.timeout:.0f} s) at '{subgoal.value}'")
+                try:
+                    failure = self._step(subgoal)
+                except NodeLost as lost:
+                    self.lost.add(lost.node)
+                    held = self.ports.hold(str(lost))
+                    failure = Failure(FailureType.NODE_LOST, subgoal, f"{lost} (arm {'held' if held else 'NOT held'})")
+                if failure is None:
+                    i += 1
+                    continue
+                self.failures.append(failure)
+                self._report("recover", subgoal, last_failure=str(failure))
+                holding = self._holding()
+                essential = failure.type is FailureType.NODE_LOST and self.lost & set(ESSENTIAL_NODES)
+                decision = (Decision(None, None, f"{failure}; cannot go on without {sorted(self.lost & set(ESSENTIAL_NODES))}")
+                            if essential else decide(failure, self.budget, holding, self.config.use_recovery))
+                self._say(decision.reason)
+                if decision.recovery is None:
+                    result = self._escalate(subgoal, decision.reason, holding)
+                    if isinstance(result, Outcome):
+                        return result
+                    i = SUBGOALS.index(result)
+                    continue
+                self.restarts += 1
+                self._recover(decision.recovery, failure)
+                i = SUBGOALS.index(decision.restart)
+        except Cancelled as cancel:
+            held = True if cancel.held else self.ports.hold("task cancelled")
+            return self._finish(False, "aborted", f"cancelled by the client (arm {'held' if held else 'NOT held'})")
+        return self._finish(True, "succeeded", f"'{self.task.object_id}' verified "
+                            f"{'in' if self.task.kind.value == 'pick_place' else 'on'} '{self.task.destination}' "
+                            f"after {self.attempt} attempt(s)")
+
+    def _holding(self) -> bool:
+        try:
+            b = self.ports.beliefs([self.task.object_id]).get(self.task.object_id)
+        except NodeLost:
+            return False
+        return bool(b and b.held)
+
+    # ------------------------------------------------------------------ subgoals
+    def _step(self, subgoal: Subgoal) -> Failure | None:
+        if subgoal is Subgoal.LOOK:
+            return self._look()
+        if subgoal in (Subgoal.APPROACH, Subgoal.GRASP):
+            moved = self._object_moved(subgoal)
+            if moved:
+                return moved
+        self._report("propose", subgoal)
+        candidates = self._candidates(subgoal)
+        chosen = self._choose(subgoal, candidates)
+        if isinstance(chosen, Failure):
+            return chosen
+        self._report("execute", subgoal)
+        result = self.ports.execute(chosen, self.attempt, subgoal)
+        if result.cancelled:
+            raise Cancelled(held=True)
+        if not result.ok:
+            return Failure(result.failure or FailureType.TIMEOUT, subgoal, result.message)
+        self._say(f"{subgoal.value}: '{chosen.name}' from {chosen.source} executed (attempt {self.attempt})")
+        self._report("verify", subgoal)
+        return self._verify(subgoal)
+
+    def _belief_pair(self) -> tuple[Belief | None, Belief | None]:
+        b = self.ports.beliefs([self.task.object_id, self.task.destination])
+        obj = self.corrected.pop(self.task.object_id, None) or b.get(self.task.object_id)
+        return obj, b.get(self.task.destination)
+
+    def _usable(self, b: Belief | None) -> bool:
+        if b is None:
+            return False
+        if b.held or not self.config.use_memory_validity:
+            return all(math.isfinite(v) for v in b.position)
+        return b.trustworthy(self.config.min_confidence)
+
+    def _look(self) -> Failure | None:
+        self._report("perceive", Subgoal.LOOK)
+        deadline = self.ports.now() + self.config.look_timeout
+        last_ask = -math.inf
+        while True:
+            obj, dest = self._belief_pair()
+            if self._usable(obj) and dest is not None and all(math.isfinite(v) for v in dest.position):
+                self.obj, self.dest = obj, dest
+                self._say(f"look: believes '{obj.subject}' at {[round(v, 3) for v in obj.position]} "
+                          f"(confidence {obj.confidence:.2f}, source {obj.source or '?'}), "
+                          f"'{dest.subject}' at {[round(v, 3) for v in dest.position]}")
+                return None
+            now = self.ports.now()
+            if self.config.use_viewpoint and now - last_ask >= self.config.recheck_period:
+                why = "no belief" if obj is None else f"belief state {obj.state}, confidence {obj.confidence:.2f}"
+                self.ports.request_recheck([self.task.object_id], f"supervisor needs '{self.task.object_id}': {why}")
+                if last_ask == -math.inf:
+                    self._say(f"look: '{self.task.object_id}' not trustworthy ({why}): re-check requested")
+                last_ask = now
+            if now >= deadline:
+                what = "destination" if self._usable(obj) else "object"
+                return Failure(FailureType.OBJECT_MOVED, Subgoal.LOOK,
+                               f"no trustworthy belief about the {what} after {self.config.look_timeout:.0f} s")
+            self._wait(self.config.poll_period)
+
+    def _object_moved(self, subgoal: Subgoal) -> Failure | None:
+        now = self.ports.beliefs([self.task.object_id]).get(self.task.object_id)
+        if now is None:
+            return Failure(FailureType.OBJECT_MOVED, subgoal, f"memory no longer believes '{self.task.object_id}' exists")
+        if self.config.use_memory_validity and now.state in (STATE_INVALID, STATE_CONTRADICTED) and not now.held:
+            return Failure(FailureType.OBJECT_MOVED, subgoal, f"belief about '{now.subject}' is "
+                           f"{'invalid' if now.state == STATE_INVALID else 'contradicted'}")
+        if self.planner.moved(self.obj, now, self.config.moved_tolerance) and not now.held:
+            return Failure(FailureType.OBJECT_MOVED, subgoal,
+                           f"'{now.subject}' believed at {[round(v, 3) for v in now.position]}, planned at "
+                           f"{[round(v, 3) for v in self.obj.position]}")
+        return None
+
+    def _candidates(self, subgoal: Subgoal) -> list[Candidate]:
+        if self.config.use_policy and "policy" not in self.lost:
+            proposed = self.ports.propose(self.task, subgoal, self.config.num_candidates)
+            if proposed:
+                return proposed
+        count = self.config.num_candidates if self._world_model_on() else 1
+        return self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset)
+
+    def _world_model_on(self) -> bool:
+        return self.config.use_world_model and "world_model" not in self.lost
+
+    def _choose(self, subgoal: Subgoal, candidates: list[Candidate]) -> Candidate | Failure:
+        if not self._world_model_on():
+            return max(candidates, key=lambda c: c.score) if any(c.score for c in candidates) else candidates[0]
+        self._report("evaluate", subgoal)
+        ev = self.ports.evaluate(self.task, candidates)
+        if ev.best_index < 0 or ev.best_index >= len(candidates):
+            return Failure(FailureType.VETO_ALL, subgoal,
+                           f"world model vetoed all {len(candidates)} candidate(s): {ev.message}")
+        self._say(f"{subgoal.value}: world model chose candidate {ev.best_index} of {len(candidates)}"
+                  + (f" ({ev.message})" if ev.message else ""))
+        return candidates[ev.best_index]
+
+    def _wait_for(self, predicate, timeout: float):
+        """Poll memory until `predicate(belief)` holds; returns the last belief and whether it held."""
+        deadline = self.ports.now() + timeout
+        while True:
+            b = self.ports.beliefs([self.task.object_id]).get(self.task.object_id)
+            if b is not None and predicate(b):
+                return b, True
+            if self.ports.now() >= deadline:
+                return b, False
+            self._wait(self.config.poll_period)
+
+    def _verify(self, subgoal: Subgoal) -> Failure | None:
+        oid = self.task.object_id
+        if subgoal is Subgoal.GRASP:
+            _, ok = self._wait_for(lambda b: b.held, self.config.grasp_check_timeout)
+            return None if ok else Failure(FailureType.GRASP_MISSED, subgoal, f"memory does not see '{oid}' in the gripper")
+        if subgoal in (Subgoal.LIFT, Subgoal.MOVE, Subgoal.PLACE):
+            _, ok = self._wait_for(lambda b: b.held, self.config.poll_period)
+            return None if ok else Failure(FailureType.SLIP, subgoal, f"'{oid}' no longer in the gripper")
+        if subgoal is Subgoal.VERIFY:
+            if self.config.use_viewpoint:
+                self.ports.request_recheck([oid], f"supervisor verifies '{oid}' at '{self.task.destination}'")
+            b, ok = self._wait_for(lambda b: self.planner.placed(self.task, b, self.dest), self.config.verify_timeout)
+            if ok:
+                self._say(f"verify: '{oid}' believed at {[round(v, 3) for v in b.position]}: in place")
+                return None
+            where = "no belief" if b is None else f"believed at {[round(v, 3) for v in b.position]}"
+            return Failure(FailureType.OBJECT_MOVED, subgoal, f"'{oid}' not at '{self.task.destination}' ({where})")
+        return None
+
+    # ------------------------------------------------------------------ recovery
+    def _recover(self, recovery: Recovery, failure: Failure) -> None:
+        self._report("recover", failure.subgoal)
+        try:
+            if recovery in (Recovery.BACK_OFF, Recovery.REGRASP):
+                opening = recovery is Recovery.REGRASP
+                result = self.ports.execute(self.planner.back_off(opening), self.attempt, failure.subgoal)
+                if result.cancelled:
+                    raise Cancelled()
+                self._say(f"recovery: backed off{' with the gripper open' if opening else ''} "
+                          f"({'done' if result.ok else result.message})")
+            if recovery is Recovery.REGRASP:
+                self.regrasps += 1
+                k = self.regrasps
+                self.yaw_offset = (1 if k % 2 else -1) * self.config.regrasp_yaw_step * ((k + 1) // 2)
+                self._say(f"recovery: next grasp with wrist yaw offset {self.yaw_offset:+.2f} rad")
+            if recovery in (Recovery.LOOK_AGAIN, Recovery.REPLAN_FRESH, Recovery.REGRASP) and self.config.use_viewpoint:
+                self.ports.request_recheck([self.task.object_id], f"recovery from {failure.type.value}")
+        except NodeLost as lost:
+            self.lost.add(lost.node)
+            self.ports.hold(str(lost))
+            self._say(f"recovery interrupted: {lost}")
+
+    def _escalate(self, subgoal: Subgoal, reason: str, holding: bool) -> Outcome | Subgoal:
+        if not self.config.use_escalation:
+            return self._finish(False, "failed", reason)
+        self.help_requests += 1
+        rid = f"{self.state.task_id}-help-{self.help_requests}"
+        beliefs = {}
+        for name, b in (("object", self.obj), ("destination", self.dest)):
+            if b is not None:
+                beliefs[name] = {"subject": b.subject, "position": [round(v, 4) for v in b.position],
+                                 "confidence": round(b.confidence, 3), "state": b.state, "held": b.held}
+        question = HelpQuestion(
+            request_id=rid,
+            question=(f"Task '{self.task.canonical}' is stuck at '{subgoal.value}': {reason}. "
+                      f"Retry, skip this step, abort, or tell me where '{self.task.object_id}' is?"),
+            options=list(HELP_OPTIONS),
+            context={"task": self.task.canonical, "subgoal": subgoal.value, "attempt": self.attempt,
+                     "failures": [str(f) for f in self.failures[-10:]], "beliefs": beliefs,
+                     "lost_nodes": sorted(self.lost), "holding": holding})
+        self._say(f"escalation: help request '{rid}' sent")
+        self._report("escalate", subgoal, waiting_for_human=True)
+        answer = self.ports.ask_human(question)
+        self._report("escalate", subgoal, waiting_for_human=False)
+        if answer is None:
+            return self._finish(False, "escalated", f"{reason}; no answer to help request '{rid}' in time")
+        self._say(f"escalation: answer to '{rid}': kind {answer.kind}, '{answer.response[:200]}'")
+        self.ports.remember_text(self.task.object_id, json.dumps(
+            {"help_request": rid, "kind": answer.kind, "response": answer.response[:1000],
+             "note": answer.note[:1000], "task": self.task.canonical}))
+        response = answer.response.strip().lower()
+        if answer.kind in (KIND_ABORT, KIND_REJECT) or response.startswith("abort"):
+            return self._finish(False, "aborted", f"aborted by a human (help request '{rid}')")
+        if response.startswith("skip"):
+            nxt = SUBGOALS.index(subgoal) + 1
+            if nxt >= len(SUBGOALS):
+                return self._finish(True, "succeeded", f"verification skipped by a human (help request '{rid}')")
+            self._say(f"escalation: skipping '{subgoal.value}' as told")
+            return SUBGOALS[nxt]
+        position = parse_position(answer.response) if answer.kind == KIND_CORRECT or "object_is_at" in response else None
+        if position is not None:
+            self.corrected[self.task.object_id] = Belief(self.task.object_id, position, confidence=1.0, source="human")
+            self.ports.remember_position(self.task.object_id, position)
+            self.lost.clear()
+            self.budget.grant()
+            self.restarts += 1
+            self._say(f"escalation: '{self.task.object_id}' is at {list(position)} (human): re-planning")
+            return Subgoal.LOOK
+        if answer.kind == KIND_APPROVE or response.startswith("retry"):
+            self.lost.clear()
+            self.budget.grant()
+            self.restarts += 1
+            return restart_point(Recovery.REPLAN_FRESH, subgoal, holding)
+        return self._finish(False, "escalated", f"answer to '{rid}' not understood: '{answer.response[:100]}'")

@@ -1,0 +1,426 @@
+"""Pure supervisor core: goal parsing, retry budget and recovery choice, and the task loop over an
+in-process world (no ROS): success, each failure type's recovery, capped retries, escalation and
+acting on the answer, node loss, cancel, ablation switches."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness_nodes.supervisor.planner import Belief, Candidate, Planner, STATE_CONTRADICTED, STATE_STALE
+from harness_nodes.supervisor.recovery import (RECOVERY_FOR, Failure, FailureType, Recovery, RetryBudget, Subgoal,
+                                               decide, restart_point)
+from harness_nodes.supervisor.runner import (KIND_ABORT, KIND_APPROVE, KIND_CORRECT, Answer, Evaluation, ExecResult,
+                                             NodeLost, RunnerConfig, TaskRunner, parse_position)
+from harness_nodes.supervisor.task import Task, TaskError, TaskKind, parse_task
+
+OBJECTS = {"red_cube", "green_cube", "blue_cube"}
+PLACES = {"tray"}
+
+
+# ---------------------------------------------------------------- parsing
+@pytest.mark.parametrize("text, kind, obj, dest", [
+    ("put the red cube in the tray", TaskKind.PICK_PLACE, "red_cube", "tray"),
+    ("put red_cube in tray", TaskKind.PICK_PLACE, "red_cube", "tray"),
+    ("Please PLACE the Red Cube into the tray", TaskKind.PICK_PLACE, "red_cube", "tray"),
+    ("stack blue on green", TaskKind.STACK, "blue_cube", "green_cube"),
+    ("put red on top of blue", TaskKind.STACK, "red_cube", "blue_cube"),
+    ("stack green_cube onto tray", TaskKind.PICK_PLACE, "green_cube", "tray"),
+])
+def test_goals_parse_to_typed_tasks(text, kind, obj, dest):
+    task = parse_task(text, OBJECTS, PLACES)
+    assert (task.kind, task.object_id, task.destination) == (kind, obj, dest)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("put the purple cube in the tray", "unknown object 'purple cube'"),
+    ("put red_cube in the bin", "unknown object 'bin'"),
+    ("stack red on red", "impossible"),
+    ("put the tray in red_cube", "impossible: 'tray' is a place"),
+    ("", "empty goal"),
+    ("   ", "empty goal"),
+    ("dance", "cannot understand"),
+    ("put red_cube in tray" + " x" * 300, "characters (at most"),
+    ("put red\x00cube in tray", "control"),
+    ("put 红色 in tray", "unknown object"),
+])
+def test_bad_goals_are_refused_with_the_reason(text, reason):
+    with pytest.raises(TaskError, match=reason.replace("(", r"\(")):
+        parse_task(text, OBJECTS, PLACES)
+
+
+def test_ambiguous_short_name_is_refused():
+    with pytest.raises(TaskError, match="ambiguous"):
+        parse_task("put red in tray", {"red_cube", "red_ball"}, PLACES)
+
+
+def test_object_not_believed_is_unknown_even_if_it_exists_elsewhere():
+    with pytest.raises(TaskError, match="no belief"):
+        parse_task("put red_cube in tray", {"green_cube"}, PLACES)
+
+
+# ---------------------------------------------------------------- recovery and budget
+def test_every_failure_type_has_a_recovery():
+    assert set(RECOVERY_FOR) == set(FailureType)
+    assert RECOVERY_FOR[FailureType.GRASP_MISSED] is Recovery.REGRASP
+    assert RECOVERY_FOR[FailureType.OBJECT_MOVED] is Recovery.LOOK_AGAIN
+    assert RECOVERY_FOR[FailureType.CONTACT] is Recovery.BACK_OFF
+    assert RECOVERY_FOR[FailureType.UNREACHABLE] is Recovery.REPLAN_FRESH
+
+
+def test_budget_caps_per_subgoal_and_per_task():
+    budget = RetryBudget(per_subgoal=2, per_task=3)
+    f = Failure(FailureType.GRASP_MISSED, Subgoal.GRASP, "empty")
+    assert decide(f, budget, holding=False).recovery is Recovery.REGRASP
+    assert decide(f, budget, holding=False).recovery is Recovery.REGRASP
+    third = decide(f, budget, holding=False)
+    assert third.recovery is None and "2 retries of 'grasp' spent" in third.reason
+    g = Failure(FailureType.CONTACT, Subgoal.MOVE, "bump")
+    assert decide(g, budget, holding=True).recovery is Recovery.BACK_OFF
+    last = decide(g, budget, holding=True)
+    assert last.recovery is None and "task's 3 retries spent" in last.reason
+    budget.grant()
+    assert decide(g, budget, holding=True).recovery is Recovery.BACK_OFF
+
+
+def test_recovery_off_escalates_at_once():
+    d = decide(Failure(FailureType.SLIP, Subgoal.MOVE, "x"), RetryBudget(2, 4), False, recovery_enabled=False)
+    assert d.recovery is None and "switched off" in d.reason
+
+
+def test_restart_never_reopens_the_gripper_while_holding():
+    assert restart_point(Recovery.BACK_OFF, Subgoal.MOVE, holding=True) is Subgoal.LIFT
+    assert restart_point(Recovery.BACK_OFF, Subgoal.MOVE, holding=False) is Subgoal.APPROACH
+    assert restart_point(Recovery.REPLAN_FRESH, Subgoal.PLACE, holding=True) is Subgoal.PLACE
+    assert restart_point(Recovery.LOOK_AGAIN, Subgoal.GRASP, holding=False) is Subgoal.LOOK
+
+
+def test_human_positions_parse_and_absurd_ones_do_not():
+    assert parse_position("object_is_at 0.4 -0.1 0.025") == (0.4, -0.1, 0.025)
+    assert parse_position("0.4, 0.1, 0.02") == (0.4, 0.1, 0.02)
+    assert parse_position("object_is_at 1e308 0 0") is None
+    assert parse_position("object_is_at 99 0 0") is None
+    assert parse_position("somewhere") is None
+
+
+def test_planner_chunks_follow_the_beliefs():
+    task = parse_task("put red_cube in tray", OBJECTS, PLACES)
+    obj = Belief("red_cube", (0.4, 0.1, 0.025))
+    tray = Belief("tray", (0.5, -0.18, 0.004))
+    p = Planner()
+    approach = p.chunk(Subgoal.APPROACH, task, obj, tray)
+    assert approach.positions[0][:2] == pytest.approx((0.4, 0.1)) and approach.positions[0][2] > 0.1
+    assert p.chunk(Subgoal.GRASP, task, obj, tray).gripper == 2
+    assert p.chunk(Subgoal.MOVE, task, obj, tray).positions[0][:2] == pytest.approx((0.5, -0.18))
+    variants = p.candidates(Subgoal.GRASP, task, obj, tray, 4)
+    assert len(variants) == 4 and len({c.quaternion for c in variants}) == 4
+    assert p.placed(task, Belief("red_cube", (0.52, -0.15, 0.03)), tray)
+    assert not p.placed(task, Belief("red_cube", (0.4, 0.1, 0.025)), tray)
+    stack = parse_task("stack blue on green", OBJECTS, PLACES)
+    assert p.placed(stack, Belief("blue_cube", (0.56, 0.1, 0.075)), Belief("green_cube", (0.56, 0.1, 0.025)))
+
+
+# ---------------------------------------------------------------- the task loop
+class World:
+    """In-process ports: memory beliefs, an arm that grasps what is under it, scripted faults."""
+
+    def __init__(self, **faults):
+        self.objects = {"red_cube": [0.4, 0.1, 0.025], "tray": [0.5, -0.18, 0.004]}
+        self.states = {"red_cube": 0}
+        self.held = False
+        self.tool = [0.3, 0.0, 0.4]
+        self.faults = dict(faults)
+        self.sent: list[tuple[str, int]] = []
+        self.rechecks: list[list[str]] = []
+        self.holds: list[str] = []
+        self.questions = []
+        self.answers: list[Answer | None] = faults.pop("answers", [])
+        self.texts: list[str] = []
+        self.positions: list = []
+        self.reports = []
+        self.clock = 0.0
+        self.cancel_after: int | None = faults.get("cancel_after")
+        self.evaluations = 0
+        self.proposals = 0
+
+    def beliefs(self, subjects):
+        if self.faults.get("memory_dead"):
+            raise NodeLost("memory", "query timed out")
+        out = {}
+        for s in subjects:
+            if s in self.objects:
+                value = '{"held": true}' if s == "red_cube" and self.held else ""
+                out[s] = Belief(s, tuple(self.objects[s]), confidence=0.9, state=self.states.get(s, 0), value=value)
+        return out
+
+    def request_recheck(self, subjects, reason):
+        self.rechecks.append(list(subjects))
+        if self.faults.get("stale_until_recheck"):
+            self.states["red_cube"] = 0
+            self.faults["stale_until_recheck"] = False
+
+    def propose(self, task, subgoal, count):
+        self.proposals += 1
+        if self.faults.get("policy_dead"):
+            raise NodeLost("policy", "no answer in 2 s")
+        return []
+
+    def evaluate(self, task, candidates):
+        self.evaluations += 1
+        if self.faults.get("veto") and self.faults["veto"] > 0:
+            self.faults["veto"] -= 1
+            return Evaluation(-1, "all predicted to collide")
+        return Evaluation(len(candidates) - 1, "lowest risk")
+
+    def execute(self, c: Candidate, attempt, subgoal):
+        self.sent.append((c.name, attempt))
+        if self.cancel_after is not None and len(self.sent) > self.cancel_after:
+            return ExecResult(False, cancelled=True)
+        fault = self.faults.get(f"fail_{c.name}")
+        if fault and fault[1] > 0:
+            self.faults[f"fail_{c.name}"] = (fault[0], fault[1] - 1)
+            return ExecResult(False, fault[0], f"scripted {fault[0].value}")
+        if c.delta:
+            self.tool = [self.tool[0], self.tool[1], self.tool[2] + c.positions[0][2]]
+        else:
+            self.tool = list(c.positions[-1])
+        if c.gripper == 2:
+            near = math.dist(self.tool, self.objects["red_cube"]) < 0.03
+            if near and not self.faults.get("miss_grasps"):
+                self.held = True
+            elif self.faults.get("miss_grasps"):
+                self.faults["miss_grasps"] -= 1
+        if c.gripper == 1 and self.held:
+            self.held = False
+            self.objects["red_cube"] = [self.tool[0], self.tool[1], 0.03]
+        if self.held:
+            if self.faults.get("slip_on") == c.name:
+                self.held = False
+                self.faults["slip_on"] = None
+                self.objects["red_cube"] = [self.tool[0], self.tool[1], 0.025]
+            else:
+                self.objects["red_cube"] = list(self.tool)
+        if self.faults.get("move_after") == c.name:
+            self.objects["red_cube"] = [0.35, 0.2, 0.025]
+            self.faults["move_after"] = None
+        return ExecResult(True)
+
+    def hold(self, reason):
+        self.holds.append(reason)
+        return True
+
+    def ask_human(self, q):
+        self.questions.append(q)
+        return self.answers.pop(0) if self.answers else None
+
+    def remember_text(self, subject, text):
+        self.texts.append(text)
+
+    def remember_position(self, subject, position):
+        self.positions.append(position)
+        self.objects[subject] = list(position)
+
+    def report(self, state):
+        self.reports.append((state.phase, state.subtask, state.attempt, state.waiting_for_human))
+
+    def log(self, line):
+        pass
+
+    def cancelled(self):
+        return self.cancel_after is not None and len(self.sent) > self.cancel_after
+
+    def sleep(self, s):
+        self.clock += s
+
+    def now(self):
+        return self.clock
+
+
+def run(world, text="put red_cube in tray", **config):
+    task = parse_task(text, {"red_cube"}, {"tray"})
+    cfg = RunnerConfig(**{"look_timeout": 2.0, "verify_timeout": 1.0, "grasp_check_timeout": 0.5, **config})
+    return TaskRunner(world, task, "t1", cfg).run()
+
+
+def names(world):
+    return [n for n, _ in world.sent]
+
+
+def test_nominal_task_runs_every_subgoal_and_succeeds():
+    w = World()
+    out = run(w)
+    assert out.success and out.outcome == "succeeded" and out.attempts == 1, out.steps
+    assert names(w) == ["approach", "grasp", "lift", "move", "place", "release", "verify"]
+    assert w.evaluations == 7 and w.proposals == 7            # policy asked (nothing), world model ranked
+
+
+def test_policy_and_world_model_off_use_the_planner_alone():
+    w = World()
+    out = run(w, use_policy=False, use_world_model=False)
+    assert out.success and w.evaluations == 0 and w.proposals == 0
+
+
+def test_grasp_missed_regrasps_with_a_new_yaw_and_counts_attempts():
+    w = World(miss_grasps=1)
+    out = run(w)
+    assert out.success and out.attempts == 2, out.steps
+    assert "back_off" in names(w) and names(w).count("grasp") == 2
+    assert ("grasp", 2) in w.sent                              # the attempt travels with the chunk
+    assert any("yaw offset +0.20" in s for s in out.steps)
+
+
+def test_contact_backs_off_and_reapproaches():
+    w = World(fail_approach=(FailureType.CONTACT, 1))
+    out = run(w)
+    assert out.success, out.steps
+    assert names(w)[:3] == ["approach", "back_off", "approach"]
+
+
+def test_object_moved_is_looked_at_again_and_replanned():
+    w = World(move_after="approach")
+    out = run(w)
+    assert out.success, out.steps
+    assert any("object_moved at grasp" in s for s in out.steps)
+    assert w.rechecks                                          # asked perception to look again
+    grasp_targets = [s for s in out.steps if s.startswith("look: believes 'red_cube' at [0.35, 0.2")]
+    assert grasp_targets
+
+
+def test_slip_while_carrying_replans_from_fresh_perception():
+    w = World(slip_on="move")
+    out = run(w)
+    assert out.success, out.steps
+    assert any("slip at move" in s for s in out.steps)
+    assert names(w).count("grasp") == 2
+
+
+def test_veto_all_replans_and_unreachable_replans():
+    w = World(veto=1, fail_move=(FailureType.UNREACHABLE, 1))
+    out = run(w)
+    assert out.success and out.attempts == 3, out.steps
+    assert any("veto_all" in s for s in out.steps) and any("unreachable at move" in s for s in out.steps)
+
+
+def test_stale_belief_asks_for_a_recheck_before_acting():
+    w = World(stale_until_recheck=True)
+    w.states["red_cube"] = STATE_STALE
+    out = run(w)
+    assert out.success and w.rechecks[0] == ["red_cube"]
+
+
+def test_memory_validity_off_trusts_a_contradicted_belief():
+    w = World()
+    w.states["red_cube"] = STATE_CONTRADICTED
+    out = run(w, use_memory_validity=False, use_viewpoint=False)
+    assert out.success and not w.rechecks
+
+
+def test_spent_budget_escalates_and_no_answer_ends_escalated():
+    w = World(fail_approach=(FailureType.TIMEOUT, 10))
+    out = run(w, retries_per_subgoal=2)
+    assert out.outcome == "escalated" and not out.success
+    assert len(w.questions) == 1 and "retry" in w.questions[0].options
+    assert w.questions[0].context["failures"] and w.questions[0].context["beliefs"]["object"]["subject"] == "red_cube"
+    assert names(w).count("approach") == 3                     # first try + 2 retries, then asked
+    assert any(r[3] for r in w.reports)                         # waiting_for_human was reported
+
+
+def test_escalation_answer_retry_is_acted_on_and_remembered():
+    w = World(fail_approach=(FailureType.TIMEOUT, 3), answers=[Answer(KIND_APPROVE, "retry", "try once more")])
+    out = run(w, retries_per_subgoal=2)
+    assert out.success, out.steps
+    assert w.texts and "try once more" in w.texts[0]
+
+
+def test_escalation_answer_with_a_position_replans_there():
+    w = World(answers=[Answer(KIND_CORRECT, "object_is_at 0.45 0.05 0.025", "it is by the blue one")])
+    w.objects.pop("red_cube")
+    w.objects["hidden"] = [0, 0, 0]
+    w.states["red_cube"] = 0
+    task = Task(TaskKind.PICK_PLACE, "red_cube", "tray", "put red_cube in tray")
+    out = TaskRunner(w, task, "t2", RunnerConfig(look_timeout=1.0, verify_timeout=1.0, retries_per_task=0)).run()
+    assert out.success, out.steps
+    assert w.positions == [(0.45, 0.05, 0.025)]
+
+
+def test_escalation_abort_and_skip():
+    w = World(fail_approach=(FailureType.CONTACT, 10), answers=[Answer(KIND_ABORT, "abort")])
+    out = run(w, use_recovery=False)
+    assert out.outcome == "aborted" and len(w.questions) == 1
+    w = World(answers=[Answer(KIND_APPROVE, "skip")], miss_grasps=0)
+    w.faults["fail_verify"] = (FailureType.TIMEOUT, 5)
+    out = run(w, use_recovery=False)
+    assert out.success and "skipped by a human" in out.message
+
+
+def test_escalation_off_fails_instead_of_asking():
+    w = World(fail_approach=(FailureType.CONTACT, 10))
+    out = run(w, use_recovery=False, use_escalation=False)
+    assert out.outcome == "failed" and not w.questions
+
+
+def test_dead_policy_holds_reports_and_falls_back_to_the_planner():
+    w = World(policy_dead=True)
+    out = run(w)
+    assert out.success, out.steps
+    assert w.holds and "policy not answering" in w.holds[0]
+    assert w.proposals == 1                                    # not asked again after it was lost
+
+
+def test_dead_memory_holds_and_escalates_at_once():
+    w = World(memory_dead=True)
+    out = run(w)
+    assert not out.success and out.outcome == "escalated"
+    assert w.holds and "memory not answering" in w.holds[0]
+    assert "cannot go on without ['memory']" in w.questions[0].question
+
+
+def test_cancel_mid_task_holds_and_says_cancelled():
+    w = World(cancel_after=2)
+    out = run(w)
+    assert out.outcome == "aborted" and "cancelled" in out.message
+    assert w.holds == []                # the port held when the chunk was cancelled: no second hold
+    assert len(w.sent) == 3
+    w = World()
+    w.cancel_after = 0
+    w.sent.append(("earlier", 1))        # cancelled before anything is sent: the runner holds
+    out = run(w)
+    assert out.outcome == "aborted" and w.holds == ["task cancelled"]
+
+
+def test_task_timeout_holds_and_fails():
+    w = World(stale_until_recheck=False)
+    w.states["red_cube"] = STATE_STALE
+    task = parse_task("put red_cube in tray", {"red_cube"}, {"tray"})
+    out = TaskRunner(w, task, "t", RunnerConfig(look_timeout=5.0), timeout=1.0).run()
+    assert out.outcome in ("failed", "escalated") and not out.success
+
+
+def test_measured_grip_overrides_memorys_note():
+    assert Belief("red_cube", (0, 0, 0), value='{"held": true}').held
+    assert not Belief("red_cube", (0, 0, 0), value='{"held": true}', gripped=False).held
+    assert Belief("red_cube", (0, 0, 0), value='{"label": "cube"}', gripped=True).held
+    assert not Belief("red_cube", (0, 0, 0), value="not json").held
+
+
+def test_harness_stack_and_parameter_file_match_the_model():
+    from harness_nodes.bringup.stack import load_stack_description, node_parameters
+    from harness_nodes.supervisor.config import SupervisorParameters
+
+    stacks = load_stack_description()
+    names = [n.name for n in stacks.stack("harness").nodes]
+    assert names == [n.name for n in stacks.stack("sim_perception").nodes] + ["supervisor"]
+    values = node_parameters("supervisor.yaml", "supervisor")
+    assert set(values) == set(SupervisorParameters.model_fields)
+    assert SupervisorParameters.model_validate(values) == SupervisorParameters()
+    with pytest.raises(ValueError, match="3 values per place"):
+        SupervisorParameters(places=["tray", "bin"])
+
+
+def test_operator_answer_kinds():
+    from harness_nodes.supervisor.operator import kind_for
+
+    assert kind_for("retry") == KIND_APPROVE and kind_for("skip") == KIND_APPROVE
+    assert kind_for("Abort now") == KIND_ABORT
+    assert kind_for("object_is_at 0.4 0.1 0.03") == KIND_CORRECT
+    assert kind_for("retry", "reject") == 1
