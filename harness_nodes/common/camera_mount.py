@@ -10,9 +10,23 @@ from __future__ import annotations
 import numpy as np
 import pinocchio as pin
 
+CAMERAS = ("scene", "wrist")   # the cameras of the harness's cells (a fixed scene camera, the wrist camera)
 WRIST_CAMERA_OFFSET = (0.06, 0.0, 0.02)
 # optical axes in the mount link frame: columns right, down, forward
 LINK_R_OPTICAL = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def camera_list(value) -> list[str]:
+    """A parameter's list of cameras: empty for none, each one of CAMERAS, no duplicates."""
+    if value is None or value == "" or (isinstance(value, (list, tuple)) and len(value) == 0):
+        return []
+    value = list(value)
+    unknown = [c for c in value if c not in CAMERAS]
+    if unknown:
+        raise ValueError(f"unknown camera(s) {unknown}, known: {list(CAMERAS)}")
+    if len(set(value)) != len(value):
+        raise ValueError("duplicate cameras")
+    return value
 
 
 def ee_T_camera(kinematics, camera_link: str, offset=WRIST_CAMERA_OFFSET) -> pin.SE3:

@@ -55,7 +55,8 @@ from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.common.stamps import to_seconds, to_time
-from harness_nodes.sim.world import CAMERAS, MOVE_LIMIT, SCENARIOS, SimWorld, TrajectoryPoint
+from harness_nodes.common.camera_mount import CAMERAS, camera_list
+from harness_nodes.sim.world import MOVE_LIMIT, SCENARIOS, SimWorld, TrajectoryPoint
 from robot_harness.msg import SimGroundTruth
 from robot_harness.srv import SimControl
 
@@ -99,15 +100,7 @@ class SimParameters(BaseModel):
     @field_validator("cameras", mode="before")
     @classmethod
     def _known_cameras(cls, v):
-        if v is None or (isinstance(v, (list, tuple)) and len(v) == 0) or v == "":
-            return []
-        v = list(v)
-        unknown = [c for c in v if c not in CAMERAS]
-        if unknown:
-            raise ValueError(f"unknown camera(s) {unknown}, known: {list(CAMERAS)}")
-        if len(set(v)) != len(v):
-            raise ValueError("duplicate cameras")
-        return v
+        return camera_list(v)
 
     @model_validator(mode="after")
     def _rates(self) -> "SimParameters":

@@ -30,6 +30,7 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 
+from harness_nodes.common.camera_mount import CAMERAS
 from harness_nodes.common.geometry import matrix_to_quat
 from harness_nodes.common.robot_description import RobotDescription, load_robot_description
 
@@ -55,7 +56,6 @@ OBSTACLE_MASS = 0.3                   # kg: light enough that a passing arm knoc
 OBSTACLE_COLOUR = (0.95, 0.85, 0.2, 1.0)
 OBSTACLE_PATH_FRACTION = (0.35, 0.45)  # where along the red cube -> tray centre line it stands (seeded)
 OBSTACLE_SIDE_OFFSET = (0.05, 0.07)   # m beside that line, on the side away from the robot (seeded)
-CAMERAS = ("scene", "wrist")
 
 CUBE_SIZE = 0.05          # m, edge
 CUBE_MASS = 0.1           # kg

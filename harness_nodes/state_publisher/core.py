@@ -19,10 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness_nodes.common.geometry import look_at_rotation, matrix_to_quat
 from harness_nodes.common.robot_description import RobotDescription
-from harness_nodes.common.camera_mount import LINK_R_OPTICAL, WRIST_CAMERA_OFFSET
+from harness_nodes.common.camera_mount import CAMERAS, LINK_R_OPTICAL, WRIST_CAMERA_OFFSET, camera_list
 from harness_nodes.common.kinematics import add_tool_frame
 
-CAMERAS = ("scene", "wrist")
 MAX_JOINTS_PER_MESSAGE = 1024   # more names than any arm has: the message is refused, not scanned
 MAX_ABS_POSITION = 1000.0       # rad or m; beyond it a joint value is garbage, not a pose
 
@@ -65,15 +64,7 @@ class StatePublisherParameters(BaseModel):
     @field_validator("cameras", mode="before")
     @classmethod
     def _known_cameras(cls, v):
-        if v is None or v == "" or (isinstance(v, (list, tuple)) and len(v) == 0):
-            return []
-        v = list(v)
-        unknown = [c for c in v if c not in CAMERAS]
-        if unknown:
-            raise ValueError(f"unknown camera(s) {unknown}, known: {list(CAMERAS)}")
-        if len(set(v)) != len(v):
-            raise ValueError("duplicate cameras")
-        return v
+        return camera_list(v)
 
 
 @dataclass(frozen=True)
