@@ -85,13 +85,14 @@ from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.realtime import SchedulingResult, apply_realtime_priority
 from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.common.stamps import to_duration, to_seconds
+from harness_nodes.common.stamps import to_duration
 from harness_nodes.router.configuration import RouterParameters
 from harness_nodes.router.core import RouterCore
 from harness_nodes.router.execution import Executing, Finished, StartGripper
 from harness_nodes.router.planner import Duplicate, Plan
 from harness_nodes.router.trajectory import GripperTrajectory, JointTrajectory
-from harness_nodes.router.validation import (ChunkInput, Failure, Rejection, short, validate_viewpoint)
+from harness_nodes.router.messages import chunk_from_msg
+from harness_nodes.router.validation import Failure, Rejection, short, validate_viewpoint
 from harness_nodes.common.camera_mount import ee_T_camera, ee_target_for_camera
 from harness_nodes.router.guard import Guard
 from harness_nodes.common.geometry import matrix_to_quat, quat_to_matrix
@@ -137,22 +138,6 @@ VIEWPOINT_CAMERA = "wrist"
 VIEWPOINT_SPEED = 0.15      # m/s of the tool for viewpoint moves
 VIEWPOINT_MIN_TIME = 1.5    # s
 
-
-
-def chunk_from_msg(msg: ActionChunk) -> ChunkInput:
-    """ROS message -> plain data; no checks here (validation does them all)."""
-    return ChunkInput(
-        chunk_id=msg.chunk_id, space=msg.space, source=msg.source, attempt=msg.attempt,
-        frame_id=msg.header.frame_id,
-        ee_positions=[(p.position.x, p.position.y, p.position.z) for p in msg.ee_poses],
-        ee_orientations=[(p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) for p in msg.ee_poses],
-        ee_times=[to_seconds(d) for d in msg.ee_times],
-        joint_names=list(msg.joint_names),
-        joint_positions=[list(p.positions) for p in msg.joint_points],
-        joint_velocities=[list(p.velocities) for p in msg.joint_points],
-        joint_accelerations=[list(p.accelerations) for p in msg.joint_points],
-        joint_times=[to_seconds(p.time_from_start) for p in msg.joint_points],
-        gripper_command=msg.gripper_command, gripper_width=msg.gripper_width)
 
 
 def arm_trajectory_msg(traj: JointTrajectory) -> JointTrajectoryMsg:

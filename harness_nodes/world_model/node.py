@@ -31,7 +31,7 @@ from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.robot_description import load_robot_description
 from harness_nodes.common.stamps import to_seconds
-from harness_nodes.router.validation import ChunkInput
+from harness_nodes.router.messages import chunk_from_msg
 from harness_nodes.world_model.configuration_world_model import WorldModelConfig
 from harness_nodes.world_model.core import BACKENDS, WorldModelCore
 from harness_nodes.world_model.surprise import SurpriseTracker
@@ -73,19 +73,6 @@ class WorldModelParameters(BaseModel):
     surprise_threshold: float = Field(3.0, gt=0.0, le=1000.0)
     diagnostics_period: float = Field(1.0, gt=0.0, le=60.0, description="s")
     torch_threads: int = Field(1, ge=1, le=64)
-
-
-def chunk_input(msg) -> ChunkInput:
-    return ChunkInput(
-        chunk_id=msg.chunk_id, space=msg.space, source=msg.source, attempt=msg.attempt, frame_id=msg.header.frame_id,
-        ee_positions=[(p.position.x, p.position.y, p.position.z) for p in msg.ee_poses],
-        ee_orientations=[(p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w) for p in msg.ee_poses],
-        ee_times=[to_seconds(d) for d in msg.ee_times], joint_names=list(msg.joint_names),
-        joint_positions=[list(p.positions) for p in msg.joint_points],
-        joint_velocities=[list(p.velocities) for p in msg.joint_points],
-        joint_accelerations=[list(p.accelerations) for p in msg.joint_points],
-        joint_times=[to_seconds(p.time_from_start) for p in msg.joint_points],
-        gripper_command=msg.gripper_command, gripper_width=msg.gripper_width)
 
 
 def fact_dict(m) -> dict:
@@ -200,7 +187,7 @@ class WorldModelNode(Node):
             stamp = to_seconds(js.header.stamp)
             age = self.now() - stamp if stamp > 0 else float("inf")
         facts = [fact_dict(f) for f in request.facts[:MAX_FACTS]] if len(request.facts) else list(self.latest_facts)
-        candidates = [chunk_input(c) for c in request.candidates]
+        candidates = [chunk_from_msg(c) for c in request.candidates]
         ev = self.core.evaluate(request.goal[:1000], list(js.name), list(js.position), facts, candidates,
                                 state_age=age, max_state_age=self.params.max_state_age)
         if ev.success:
