@@ -348,3 +348,54 @@ def test_move_object_refuses_absurd_positions_and_the_robot_base(world, position
     assert np.allclose(world.object_pose("red_cube")[0], before)
     world.move_object("red_cube", (0.5, 0.3, 0.025))       # a free spot on the table is fine
     assert np.allclose(world.object_pose("red_cube")[0], (0.5, 0.3, 0.025), atol=1e-6)
+
+
+def _transport_toward_tray(world):
+    tray, _ = world.object_pose("tray")
+    _move_tcp(world, (tray[0], tray[1], 0.20), 2.0)
+
+
+@pytest.mark.parametrize("scenario, slips", [("grasp_slip", True), ("nominal", False)])
+def test_grasp_slip_scenario_drops_the_cube_during_transport_and_nominal_does_not(scenario, slips):
+    with SimWorld(scenario=scenario, seed=2, image_width=8, image_height=8) as world:
+        start = world.object_pose("red_cube")[0]
+        _grasp_and_lift(world)
+        world.run_for(0.5)
+        assert world.ground_truth().held_object == "red_cube"   # lifted, held while not carried
+        assert world.grasp_slip_time is None
+        _transport_toward_tray(world)
+        gt = world.ground_truth()
+        cube_z = gt.pose("red_cube")[0][2]
+        if slips:
+            assert world.grasp_slip_time is not None
+            assert gt.held_object == "" and cube_z < 0.06     # left the fingers, down on the table
+            assert "red_cube" not in gt.in_tray
+            carried = np.linalg.norm(gt.pose("red_cube")[0][:2] - start[:2])
+            assert carried < world.grasp_slip_distance + 0.08   # dropped on the way, not at the tray
+        else:
+            assert world.grasp_slip_time is None
+            assert gt.held_object == "red_cube" and cube_z > 0.1
+
+
+def test_grasp_slip_is_seeded_and_reproducible():
+    def slip(seed):
+        with SimWorld(scenario="grasp_slip", seed=seed, image_width=8, image_height=8) as world:
+            _grasp_and_lift(world)
+            _transport_toward_tray(world)
+            return world.grasp_slip_distance, world.grasp_slip_time, world.object_pose("red_cube")[0]
+
+    first, again = slip(3), slip(3)
+    assert first[0] == again[0] and first[1] == again[1]
+    np.testing.assert_allclose(first[2], again[2], atol=1e-6)
+    with SimWorld(scenario="grasp_slip", seed=4, image_width=8, image_height=8) as other:
+        assert other.grasp_slip_distance != first[0]
+    with SimWorld(scenario="grasp_slip", seed=3) as a, SimWorld(scenario="nominal", seed=3) as b:
+        for cube in CUBE_IDS:   # the slip has its own random stream: the layout is nominal's
+            np.testing.assert_allclose(a.object_pose(cube)[0], b.object_pose(cube)[0])
+
+
+def test_tuning_and_heldout_seeds_are_disjoint():
+    from harness_nodes.sim.world import HELDOUT_SEEDS, TUNING_SEEDS
+
+    assert len(TUNING_SEEDS) and len(HELDOUT_SEEDS)
+    assert not set(TUNING_SEEDS) & set(HELDOUT_SEEDS)

@@ -18,6 +18,11 @@ directly. Conventions:
   `position_for_width(width)` (Panda: each finger width / 2; xArm: drive_joint 0.85 .. 0 rad);
   mimic joints are geared to the first commanded joint (PyBullet gear constraints), as the real
   linkage is: a blocked finger blocks the drive. Limited force.
+* Scenario `grasp_slip`: a cube held and lifted SLIP_LIFT_HEIGHT above the table slips out of the
+  fingers (as `inject_grasp_slip`) once it has been carried a horizontal distance drawn from the
+  seed (SLIP_DISTANCE), once per reset: the transport loses the cube at a reproducible place.
+* Seeds: the benchmark suite tunes on TUNING_SEEDS and reports on HELDOUT_SEEDS (disjoint ranges,
+  defined here once for every scenario).
 * Quaternions are (x, y, z, w); lengths are metres, angles radians, times seconds of sim time.
 """
 from __future__ import annotations
@@ -37,7 +42,11 @@ from harness_nodes.common.robot_description import RobotDescription, load_robot_
 CUBE_IDS = ("red_cube", "green_cube", "blue_cube")
 TRAY_ID = "tray"
 OBJECT_IDS = (*CUBE_IDS, TRAY_ID)
-SCENARIOS = ("nominal", "occluded", "lookalike", "obstacle")
+SCENARIOS = ("nominal", "occluded", "lookalike", "obstacle", "grasp_slip")
+# Seeds of every scenario: thresholds, gains and calibrations are tuned on TUNING_SEEDS only; the
+# benchmark suite reports on HELDOUT_SEEDS, which no tuning run may use.
+TUNING_SEEDS = range(0, 1000)
+HELDOUT_SEEDS = range(1000, 2000)
 # Scenario props: always built (so a render worker's copy of the world has them too), parked off
 # the table where a scenario does not use them.
 OCCLUDER_ID = "occluder"        # a tall grey box hiding the target from the scene camera
@@ -77,6 +86,9 @@ MOVE_LIMIT = 5.0          # m per axis from the origin: where /sim/control may p
 BASE_PENETRATION = 0.002  # m: an object placed deeper than this into the robot's base is refused
 CUBE_FRICTION = 1.5
 SLIP_DURATION = 0.5       # s of sim time the fingers stop touching the slipping object
+SLIP_LIFT_HEIGHT = 0.06   # m above its resting height: a held cube this high is being transported
+SLIP_DISTANCE = (0.04, 0.12)  # m carried sideways before the grasp_slip scenario's slip (uniform, seeded)
+SLIP_CHECK_STEPS = 12     # physics steps between the grasp_slip scenario's checks (20 Hz at 240 Hz)
 ARM_POSITION_GAIN = 0.3   # PyBullet position-motor gains (unitless, 0..1)
 ARM_VELOCITY_GAIN = 1.0
 GRIPPER_POSITION_GAIN = 0.3
@@ -288,6 +300,10 @@ class SimWorld:
         self.gripper = JointTrajectoryTracker(grip.joint_names, [grip.open_q] * len(grip.joint_names))
         self.finger_lower, self.finger_upper = grip.position_bounds
         self._slip: tuple[str, float] | None = None   # (object id, sim time until which it slips)
+        # grasp_slip scenario: seeded carry distance, where the lifted cube was first seen, when it slipped
+        self.grasp_slip_distance: float | None = None
+        self._lifted_at: np.ndarray | None = None
+        self.grasp_slip_time: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self, gui: bool = False) -> "SimWorld":
@@ -448,6 +464,11 @@ class SimWorld:
         self.scenario, self.seed = scenario, seed
         c = self.client
         self._end_slip()
+        self._lifted_at = self.grasp_slip_time = None
+        self.grasp_slip_distance = None
+        if scenario == "grasp_slip":
+            # its own stream, so the layout of a seed is the same as in the other scenarios
+            self.grasp_slip_distance = float(np.random.default_rng([seed, 4242]).uniform(*SLIP_DISTANCE))
         home = self.description.arm.home
         open_finger = self.description.gripper.open_q
         for j, q in zip(self._arm_j, home):
@@ -555,6 +576,9 @@ class SimWorld:
             self.sim_time = self.step_count * self.dt
             if self._slip is not None:
                 self._update_slip()
+            elif self.grasp_slip_distance is not None and self.grasp_slip_time is None \
+                    and self.step_count % SLIP_CHECK_STEPS == 0:
+                self._scenario_slip()
 
     def run_for(self, seconds: float) -> None:
         self.step(int(round(seconds * self.physics_rate)))
@@ -678,6 +702,19 @@ class SimWorld:
         p.resetBaseVelocity(body, (0.0, 0.0, -0.3), (0, 0, 0), physicsClientId=self.client)
         self._slip = (held, self.sim_time + SLIP_DURATION)
         return held
+
+    def _scenario_slip(self) -> None:
+        """grasp_slip scenario: slip the held cube once it has been carried its seeded distance."""
+        held = self.held_object()
+        position = self.object_pose(held)[0] if held else None
+        if position is None or position[2] < CUBE_SIZE / 2 + SLIP_LIFT_HEIGHT:
+            self._lifted_at = None
+            return
+        if self._lifted_at is None:
+            self._lifted_at = position
+        elif np.linalg.norm(position[:2] - self._lifted_at[:2]) >= self.grasp_slip_distance:
+            self.inject_grasp_slip()
+            self.grasp_slip_time = self.sim_time
 
     def _slip_object(self) -> str:
         return self._slip[0] if self._slip else ""
