@@ -1,11 +1,15 @@
 """Data generation command: records simulated pick-and-place episodes in parallel worker processes
-and writes one LeRobot v3 dataset per (robot, split).
+(or as tasks on Ray, `--ray [ADDRESS]`, through harness_nodes.scale) and writes one LeRobot v3
+dataset per (robot, split).
 
     python -m harness_nodes.dataset.generate --out data/latent --panda-episodes 40 --xarm6-episodes 16
+    python -m harness_nodes.dataset.generate --ray                  # a local Ray instance for the run
+    python -m harness_nodes.dataset.generate --ray 10.0.0.5:6379    # an existing Ray cluster
 
 Each episode's seed is `base_seed + n` of its split (train and held-out seeds never overlap); its
 spec (camera jitter, distractor motion, action noise, failed grasp) is drawn from that seed, so a
-run is reproducible whatever the number of workers. Actions and phase labels are recorded on every
+run is reproducible whatever the number of workers or the backend. An episode that fails (exception,
+crash, timeout) stops the split with its seed and error before anything is written. Actions and phase labels are recorded on every
 episode; the latent-action model trains on frames only, the decoders on a small labelled subset,
 and evaluation uses the labels of held-out episodes.
 """
@@ -15,7 +19,7 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,9 @@ import numpy as np
 from harness_nodes.dataset.lerobot import Episode, LeRobotWriter
 from harness_nodes.dataset.sim_episodes import (ACTION_NAMES, CONTROL_RATE, PHASES, STATE_NAMES, EpisodeRecord,
                                                 EpisodeSpec, run_expert_episode)
+from harness_nodes.scale import RunSettings, ScaleOutError, run_jobs
+
+EPISODE_TIMEOUT = 300.0     # s one episode may take before its process is stopped
 
 SPLIT_SEEDS = {"train": 10_000, "heldout": 90_000, "heldout_jitter": 95_000}
 
@@ -62,28 +69,27 @@ def to_episode(rec: EpisodeRecord, robot: str) -> Episode:
     return Episode(task=rec.task, columns=cols, videos={k: np.stack(v) for k, v in rec.frames.items()}, extra=extra)
 
 
-def _run(spec: EpisodeSpec) -> EpisodeRecord:
-    return run_expert_episode(spec)
+class GenerationError(RuntimeError):
+    """Episodes that failed; nothing of their split was written."""
 
 
 def generate(out: Path, robot: str, split: str, episodes: int, workers: int, progress: bool = True,
-             perturb: bool = True) -> dict:
+             perturb: bool = True, backend: str = "local", ray_address: str | None = None,
+             timeout: float | None = EPISODE_TIMEOUT) -> dict:
     """Record `episodes` episodes of one robot and split into out/<robot>_<split>; returns a summary."""
     seeds = [SPLIT_SEEDS[split] + n for n in range(episodes)]
     specs = [spec_for(s, robot, split, perturb) for s in seeds]
-    records: list[EpisodeRecord] = [None] * len(specs)   # type: ignore[list-item]
-    bar = _progress(len(specs), f"{robot}/{split}", progress)
     start = time.monotonic()
-    if workers <= 1:
-        for i, spec in enumerate(specs):
-            records[i] = _run(spec)
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, rec in enumerate(pool.map(_run, specs, chunksize=1)):
-                records[i] = rec
-                bar.update(1)
-    bar.close()
+    jobs = run_jobs(run_expert_episode, specs, RunSettings(backend=backend, workers=workers, timeout=timeout,
+                                                           ray_address=ray_address, progress=progress,
+                                                           label=f"{robot}/{split}"))
+    failed = [j for j in jobs if not j.ok]
+    if failed:
+        first = failed[0]
+        raise GenerationError(f"{len(failed)} of {len(jobs)} {robot}/{split} episodes failed (seeds "
+                              f"{[j.spec.seed for j in failed]}); first, seed {first.spec.seed}, {first.status}:\n"
+                              f"{first.error}")
+    records: list[EpisodeRecord] = [j.value for j in jobs]
     names = {"observation.state": list(STATE_NAMES), "action": list(ACTION_NAMES),
              "observation.target_position": ["x", "y", "z"]}
     root = out / f"{robot}_{split}"
@@ -94,19 +100,17 @@ def generate(out: Path, robot: str, split: str, episodes: int, workers: int, pro
     return summary
 
 
-def _progress(total: int, label: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=label, unit="ep", disable=not enabled, file=sys.stderr)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("data/latent"), help="directory of the datasets")
     ap.add_argument("--panda-episodes", type=int, default=40)
     ap.add_argument("--xarm6-episodes", type=int, default=16)
     ap.add_argument("--heldout-episodes", type=int, default=8, help="per held-out split (Panda)")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="episodes at once (Ray cluster: default all its CPUs)")
+    ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="run the episodes on Ray: a cluster address (host:port, ray://host:port, auto) or, "
+                         "without one, a local Ray instance started for the run")
+    ap.add_argument("--episode-timeout", type=float, default=EPISODE_TIMEOUT, help="s per episode")
     ap.add_argument("--quiet", action="store_true")
     return ap.parse_args(argv)
 
@@ -115,8 +119,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     jobs = [("panda", "train", args.panda_episodes), ("xarm6", "train", args.xarm6_episodes),
             ("panda", "heldout", args.heldout_episodes), ("panda", "heldout_jitter", args.heldout_episodes)]
-    summaries = [generate(args.out, robot, split, n, args.workers, not args.quiet)
-                 for robot, split, n in jobs if n > 0]
+    backend = "ray" if args.ray else "local"
+    address = None if args.ray == "local" else args.ray
+    workers = None if address and "--workers" not in (argv if argv is not None else sys.argv) else args.workers
+    try:
+        from harness_nodes.scale.ray_backend import ray_session
+
+        # one Ray session for all splits (each split would otherwise start or join Ray again)
+        with ray_session(address, workers) if args.ray else nullcontext():
+            summaries = [generate(args.out, robot, split, n, workers, not args.quiet, backend=backend,
+                                  ray_address=address, timeout=args.episode_timeout)
+                         for robot, split, n in jobs if n > 0]
+    except (ScaleOutError, GenerationError) as exc:
+        print(f"generate: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(summaries))
     return 0
 
