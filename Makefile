@@ -1,6 +1,6 @@
 # The two promises: `make demo` runs the harness against PyBullet, `make test` runs the tests.
 # Each sets up what it needs (scripts/setup.sh is idempotent and quick when nothing changed).
-.PHONY: setup demo test bench-foundation bench-router bench-memory bench-perception bench-world-model bench-latent-action clean
+.PHONY: setup demo test bench bench-foundation bench-router bench-memory bench-perception bench-world-model bench-latent-action clean
 
 RUN := scripts/env.sh
 
@@ -12,6 +12,10 @@ demo: setup
 
 test: setup
 	@$(RUN) python -m pytest -q
+
+# The benchmark suite: scenarios x ablations x seeds; results/suite-<time>/ (table, plots, JSON)
+bench: setup
+	@$(RUN) python bench/suite.py $(BENCH_ARGS)
 
 bench-foundation: setup
 	@$(RUN) python bench/foundation.py
