@@ -117,7 +117,7 @@ def test_bad_settings_are_refused_with_the_choices():
         run_jobs(report_domain, [SleepSpec(0)], workers=0, progress=False)
     with pytest.raises(ScaleOutError, match="timeout must be > 0"):
         run_jobs(report_domain, [SleepSpec(0)], timeout=-1, progress=False)
-    with pytest.raises(TypeError, match="unknown setting"):
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \[.wrokers.\]"):
         run_jobs(report_domain, [SleepSpec(0)], wrokers=2)
 
 
@@ -132,3 +132,51 @@ def test_an_unreachable_ray_address_is_a_clear_error_at_once():
     with pytest.raises(ScaleOutError, match="want host:port"):
         run_jobs(report_domain, [SleepSpec(0)], backend="ray", ray_address="not an address", progress=False)
     assert time.monotonic() - start < 15
+
+
+def test_generation_with_an_unreachable_ray_cluster_exits_with_the_address(tmp_path, capsys):
+    pytest.importorskip("ray")
+    from harness_nodes.dataset import generate as gen
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert gen.main(["--ray", f"127.0.0.1:{port}", "--out", str(tmp_path), "--quiet"]) == 1
+    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_failed_generation_episode_stops_its_split_before_anything_is_written(tmp_path, monkeypatch):
+    from harness_nodes.dataset import generate as gen
+
+    def spec_for(seed, robot, split, perturb=True):   # seed 10001 names a robot that does not exist
+        return gen.EpisodeSpec(seed=seed, robot="no_such_robot" if seed == 10_001 else robot, max_steps=2)
+
+    monkeypatch.setattr(gen, "spec_for", spec_for)
+    with pytest.raises(gen.GenerationError, match=r"1 of 3 panda/train episodes failed \(seeds \[10001\]\)"):
+        gen.generate(tmp_path, "panda", "train", episodes=3, workers=2, progress=False)
+    assert not (tmp_path / "panda_train").exists()
+
+
+def test_an_interrupted_run_leaves_no_job_process_behind(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pid_file = tmp_path / "grandchild.pid"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+         "from harness_nodes.scale import run_jobs; from scale_jobs import SleepSpec, hang_with_grandchild;"
+         "run_jobs(hang_with_grandchild, [SleepSpec(0, pid_file=sys.argv[2])], workers=1, domains=[165],"
+         " timeout=120, progress=False)", str(Path(__file__).parent), str(pid_file)],
+        stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read()
+        time.sleep(0.1)
+    grandchild = int(pid_file.read_text())
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(30) != 0
+    assert b"KeyboardInterrupt" in driver.stderr.read()
+    assert not _alive(grandchild)

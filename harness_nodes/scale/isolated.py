@@ -9,6 +9,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 from collections import defaultdict
@@ -38,8 +39,32 @@ def with_domain(spec: Any, domain_id: int) -> Any:
     return spec
 
 
+_live: set = set()              # children running now (stopped all at once on an interrupt)
+_live_lock = threading.Lock()
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)   # unwinds: the job's finally blocks stop what it started
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM to this process when the process that started it ends (an interrupted
+    driver, a lost Ray worker), so no job outlives its run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _child_main(conn, fn: Callable, spec: Any, domain_id: int) -> None:
-    os.setsid()   # its own process group: the job's processes can be signalled together
+    try:
+        os.setsid()   # its own process group: the job's processes can be signalled together
+    except OSError:
+        pass
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _die_with_parent()
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     try:
@@ -64,6 +89,8 @@ def run_isolated(fn: Callable, spec: Any, domain_id: int, timeout: float | None 
     child = ctx.Process(target=_child_main, args=(sender, fn, spec, domain_id), name=f"job-domain-{domain_id}")
     child.start()
     sender.close()
+    with _live_lock:
+        _live.add(child)
     deadline = None if timeout is None else start + timeout
     status, payload = TIMEOUT, None
     try:
@@ -83,6 +110,8 @@ def run_isolated(fn: Callable, spec: Any, domain_id: int, timeout: float | None 
     finally:
         receiver.close()
         clean = stop_tree(child)
+        with _live_lock:
+            _live.discard(child)
     wall = time.monotonic() - start
     host = socket.gethostname()
     if status == OK:
@@ -93,6 +122,14 @@ def run_isolated(fn: Callable, spec: Any, domain_id: int, timeout: float | None 
         return Outcome(CRASHED, None, f"the job's process died (exit code {child.exitcode})", wall, host, clean)
     return Outcome(TIMEOUT, None, f"no result within {timeout} s: the job's processes were stopped", wall, host,
                    clean)
+
+
+def stop_all() -> None:
+    """Stop every job child of this process and its processes (on an interrupt of the run)."""
+    with _live_lock:
+        children = list(_live)
+    for child in children:
+        stop_tree(child)
 
 
 def stop_tree(child) -> bool:

@@ -13,13 +13,14 @@ order of the specs, whatever order the jobs finish in.
 """
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Sequence
 
-from harness_nodes.scale.domains import DomainPool, default_domains
-from harness_nodes.scale.isolated import CRASHED, OK, TIMEOUT, Outcome, run_isolated
+from harness_nodes.scale.domains import DomainPool, DomainPoolError, default_domains
+from harness_nodes.scale.isolated import CRASHED, ERROR, OK, TIMEOUT, Outcome, run_isolated, stop_all
 
 BACKENDS = ("local", "ray")
 
@@ -47,7 +48,7 @@ class JobResult:
 @dataclass
 class RunSettings:
     backend: str = "local"
-    workers: int = 2                    # jobs in flight at once (Ray: None -> the cluster's CPUs)
+    workers: int | None = 2             # jobs in flight at once (None: this machine's / the Ray cluster's CPUs)
     timeout: float | None = None        # s per job, from its start
     domains: Iterable[int] | None = None   # ROS domain ids to hand out (default: default_domains())
     ray_address: str | None = None      # None: start a local Ray instance; else a cluster address
@@ -62,11 +63,10 @@ def run_jobs(fn: Callable[[Any], Any], specs: Sequence[Any], settings: RunSettin
 
     `fn` must be importable by name (a module-level function), as must the specs' types, since both
     are pickled to the job's process (and to the Ray cluster's nodes)."""
-    settings = settings or RunSettings()
-    for key, value in overrides.items():
-        if not hasattr(settings, key):
-            raise TypeError(f"unknown setting {key!r}")
-        setattr(settings, key, value)
+    unknown = [k for k in overrides if k not in RunSettings.__dataclass_fields__]
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; known: {list(RunSettings.__dataclass_fields__)}")
+    settings = replace(settings or RunSettings(), **overrides)
     if settings.backend not in BACKENDS:
         raise ScaleOutError(f"unknown backend {settings.backend!r}; known: {list(BACKENDS)}")
     if settings.workers is not None and settings.workers < 1:
@@ -85,17 +85,21 @@ def run_jobs(fn: Callable[[Any], Any], specs: Sequence[Any], settings: RunSettin
 
 
 def _run_local(fn, specs: list, settings: RunSettings, pool: DomainPool) -> list[JobResult]:
-    concurrency = min(settings.workers, len(pool), len(specs))
+    concurrency = min(settings.workers or os.cpu_count() or 1, len(pool), len(specs))
     results: list[JobResult | None] = [None] * len(specs)
 
     def job(index: int) -> JobResult:
-        domain = pool.acquire()
+        try:
+            domain = pool.acquire()
+        except DomainPoolError as exc:
+            return JobResult(index, specs[index], ERROR, error=f"not started: {exc}")
         outcome = run_isolated(fn, specs[index], domain, settings.timeout, settings.start_method)
         (pool.release if outcome.clean else pool.quarantine)(domain)
         return to_result(index, specs[index], domain, outcome)
 
     bar = progress_bar(len(specs), settings)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job") as executor:
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job")
+    try:
         futures = {executor.submit(job, i) for i in range(len(specs))}
         while futures:
             done, futures = wait(futures, return_when=FIRST_COMPLETED)
@@ -103,7 +107,13 @@ def _run_local(fn, specs: list, settings: RunSettings, pool: DomainPool) -> list
                 result = future.result()
                 results[result.index] = result
                 note(bar, result)
-    bar.close()
+    except BaseException:   # Ctrl-C: no job keeps running (they are in sessions of their own)
+        executor.shutdown(wait=False, cancel_futures=True)
+        stop_all()
+        raise
+    finally:
+        executor.shutdown(wait=True)
+        bar.close()
     return results   # type: ignore[return-value]
 
 
@@ -129,7 +139,7 @@ def note(bar, result: JobResult) -> None:
 
 def summary(results: Sequence[JobResult]) -> dict:
     """Counts per status and the total wall time the jobs took (their sum, not the run's)."""
-    counts = {s: 0 for s in (OK, "error", TIMEOUT, CRASHED)}
+    counts = {s: 0 for s in (OK, ERROR, TIMEOUT, CRASHED)}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     return {"jobs": len(results), **counts, "job_seconds": round(sum(r.wall_time_s for r in results), 1)}

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 
 from harness_nodes.scale.domains import DomainPool
-from harness_nodes.scale.isolated import CRASHED, TIMEOUT, Outcome, run_isolated
+from harness_nodes.scale.isolated import CRASHED, ERROR, TIMEOUT, Outcome, run_isolated
 from harness_nodes.scale.jobs import JobResult, RunSettings, ScaleOutError, note, progress_bar, to_result
 
 RAY_BACKSTOP = 120.0        # s past the job's own time bound (queueing, process start, shipping results)
@@ -100,9 +100,12 @@ def run_on_ray(fn, specs: list, settings: RunSettings, pool: DomainPool) -> list
         next_index = 0
         bar = progress_bar(len(specs), settings)
         while next_index < len(specs) or pending:
-            if not pending and not pool.available:
-                raise ScaleOutError(f"every ROS domain id is quarantined {sorted(pool.quarantined)}: "
-                                    "earlier tasks' processes may still run")
+            if not pending and not pool.available:   # every id quarantined: the rest cannot start
+                for index in range(next_index, len(specs)):
+                    results[index] = JobResult(index, specs[index], ERROR, error=(
+                        f"not started: every ROS domain id is quarantined {sorted(pool.quarantined)}"))
+                    note(bar, results[index])
+                break
             while next_index < len(specs) and len(pending) < concurrency and pool.available:
                 domain = pool.acquire()
                 ref = task.remote(fn, specs[next_index], domain, settings.timeout, settings.start_method)
@@ -114,8 +117,11 @@ def run_on_ray(fn, specs: list, settings: RunSettings, pool: DomainPool) -> list
                 try:
                     outcome = ray.get(ref)
                 except Exception as exc:   # noqa: BLE001 - worker died, node lost, ...
+                    # An error raised inside the task (e.g. its arguments could not be unpickled)
+                    # left no job process behind; a lost worker or node may have.
                     outcome = Outcome(CRASHED, error=f"the Ray task failed: {exc}",
-                                      wall_time_s=time.monotonic() - submitted, clean=False)
+                                      wall_time_s=time.monotonic() - submitted,
+                                      clean=isinstance(exc, ray.exceptions.RayTaskError))
                 (pool.release if outcome.clean else pool.quarantine)(domain)
                 results[index] = to_result(index, specs[index], domain, outcome)
                 note(bar, results[index])
