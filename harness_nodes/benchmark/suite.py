@@ -178,7 +178,11 @@ def main(argv=None, job: Callable = run_suite_episode, types=None) -> int:
     except (SuiteError, ValueError) as exc:
         print(f"suite: {exc}", file=sys.stderr)
         return 2
-    spec_type, result_type = types or episode_types()
+    try:
+        spec_type, result_type = types or episode_types()
+    except ImportError as exc:
+        print(f"suite: the episode runner (harness_nodes.episodes.runner) cannot be imported: {exc}", file=sys.stderr)
+        return 2
     specs = build_specs(spec_type, scenarios, ablations, seeds, trials, robots, out, args.timeout,
                         record=not args.no_record)
     episode_timeout = max(getattr(s, "timeout", 0.0) or 0.0 for s in specs)
