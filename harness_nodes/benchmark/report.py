@@ -1,6 +1,6 @@
 """The suite's report from per-cell statistics: a Markdown table, PNG plots (success rate with its
 Wilson interval per cell; decision latency p50 / p99 per cell), the issue's goals as measured, and
-one JSON object for the last line of the output."""
+one JSON object for the last line of the output. Plots use matplotlib's Agg backend (no display)."""
 from __future__ import annotations
 
 import json
@@ -103,21 +103,34 @@ def plot_success(cells: Sequence[CellStats], path: Path) -> Path:
 
 
 def plot_latency(cells: Sequence[CellStats], path: Path) -> Path:
-    """Decision latency per cell: p50 bars, p99 markers, the 60 ms goal as a line."""
+    """Decision latency per scenario and ablation: p50 bars, p99 markers, the goal as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [c for c in cells if c.latency_p50_ms is not None]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(shown) + 2), 4.2))
-    x = np.arange(len(shown))
-    ax.bar(x, [c.latency_p50_ms for c in shown], 0.6, label="p50")
-    ax.scatter(x, [c.latency_p99_ms for c in shown], marker="v", color="k", zorder=3, label="p99")
-    ax.axhline(LATENCY_GOAL_MS, color="r", linestyle="--", linewidth=1, label=f"goal p99 <= {LATENCY_GOAL_MS:.0f} ms")
-    ax.set_xticks(x, [f"{c.scenario}\n{c.ablation}" for c in shown], rotation=60, fontsize=7)
-    ax.set_ylabel("decision latency (ms, observation -> command)")
-    ax.legend(fontsize=8)
+    scenarios, ablations, by = _grouped(cells)
+    width = 0.8 / max(len(ablations), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(scenarios) + 2), 4.2))
+    x = np.arange(len(scenarios))
+    p99_x, p99 = [], []
+    for j, ablation in enumerate(ablations):
+        xs, p50 = [], []
+        for i, s in enumerate(scenarios):
+            c = by.get((s, ablation))
+            if c is None or c.latency_p50_ms is None:
+                continue
+            xs.append(x[i] + (j - (len(ablations) - 1) / 2) * width)
+            p50.append(c.latency_p50_ms)
+            p99_x.append(xs[-1])
+            p99.append(c.latency_p99_ms)
+        ax.bar(xs, p50, width, label=f"{ablation} p50")
+    ax.scatter(p99_x, p99, marker="v", color="k", zorder=3, label="p99")
+    ax.axhline(LATENCY_GOAL_MS, color="r", linestyle="--", linewidth=1, label=f"goal: p99 <= {LATENCY_GOAL_MS:.0f} ms")
+    ax.set_xticks(x, scenarios, rotation=20)
+    ax.set_ylabel("decision latency (ms)")
+    ax.set_title("observation -> command, all decisions of a cell", fontsize=9)
+    ax.legend(fontsize=8, ncol=min(len(ablations) + 2, 4), loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -61,8 +61,10 @@ def run_jobs(fn: Callable[[Any], Any], specs: Sequence[Any], settings: RunSettin
              **overrides) -> list[JobResult]:
     """Run fn(spec) for every spec; one JobResult per spec, in the specs' order.
 
-    `fn` must be importable by name (a module-level function), as must the specs' types, since both
-    are pickled to the job's process (and to the Ray cluster's nodes)."""
+    `fn` must be importable by name (a module-level function, not one of `__main__`), as must the
+    specs' types, since both are pickled to the job's process (and to the Ray cluster's nodes). As
+    with multiprocessing, a script that calls this needs the `if __name__ == "__main__":` guard: a
+    job's process imports the main module again."""
     unknown = [k for k in overrides if k not in RunSettings.__dataclass_fields__]
     if unknown:
         raise TypeError(f"unknown setting(s) {unknown}; known: {list(RunSettings.__dataclass_fields__)}")
