@@ -82,3 +82,7 @@ def fake_episode(spec: FakeEpisodeSpec) -> FakeEpisodeResult:
     return FakeEpisodeResult(spec, success, "succeeded" if success else "failed", 0.1, 12.0 + spec.seed % 3, 1,
                              0 if success else 2, 0, 1, 0, 0 if spec.ablation == "full" else 1, 2,
                              [10.0 + spec.domain_id % 5, 20.0], [f"domain {spec.domain_id}"])
+
+
+def unpicklable(spec: SleepSpec):
+    return lambda: spec     # a lambda cannot be pickled back to the caller

@@ -180,3 +180,22 @@ def test_an_interrupted_run_leaves_no_job_process_behind(tmp_path):
     assert driver.wait(30) != 0
     assert b"KeyboardInterrupt" in driver.stderr.read()
     assert not _alive(grandchild)
+
+
+def test_a_result_that_cannot_be_pickled_is_an_error_result():
+    from scale_jobs import unpicklable
+
+    [result] = run_jobs(unpicklable, [SleepSpec(0)], workers=1, domains=[166], timeout=30, progress=False)
+    assert result.status == "error" and "could not be sent back" in result.error
+
+
+def test_scale_and_benchmark_modules_never_import_rclpy():
+    import re
+    from pathlib import Path
+
+    import harness_nodes.benchmark as benchmark
+    import harness_nodes.scale as scale
+
+    for package in (scale, benchmark):
+        for path in Path(package.__file__).parent.glob("*.py"):
+            assert not re.search(r"^\s*(import|from)\s+rclpy", path.read_text(), re.M), path

@@ -73,6 +73,8 @@ def _child_main(conn, fn: Callable, spec: Any, domain_id: int) -> None:
         message = (ERROR, traceback.format_exc())
     try:
         conn.send(message)
+    except (BrokenPipeError, ConnectionResetError):
+        pass   # the run stopped waiting (timeout): nobody is listening any more
     except Exception:   # noqa: BLE001 - e.g. a value that cannot be pickled
         conn.send((ERROR, "the job's result could not be sent back:\n" + traceback.format_exc()))
     conn.close()
