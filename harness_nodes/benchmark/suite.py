@@ -3,7 +3,7 @@ the scale-out module (local worker processes or Ray), then statistics and the re
 
     scripts/env.sh python bench/suite.py --smoke
     scripts/env.sh python bench/suite.py --scenarios nominal,moved --ablations policy_only,full --seeds 4 --trials 8
-    scripts/env.sh python bench/suite.py --ray 10.0.0.5:6379 --workers 32 ...
+    scripts/env.sh python bench/suite.py --ray HEAD_IP:6379 --workers 32 ...
 
 Episodes come from `harness_nodes.episodes.runner.run_episode` (imported in the job's process,
 only when it runs). Seeds default to the first held-out seeds (harness_nodes.sim.world.HELDOUT_SEEDS);
@@ -31,6 +31,7 @@ SCENARIOS = ("nominal", "moved", "occluded", "grasp_slip", "obstacle", "lookalik
 ABLATIONS = ("policy_only", "world_model", "memory_validity", "viewpoint", "full")
 ROBOTS = ("panda", "xarm6")
 SMOKE = {"scenarios": ("nominal",), "ablations": ("policy_only", "full"), "seeds": 1, "trials": 1}
+DEFAULT_WORKERS = max(1, (os.cpu_count() or 2) // 2)   # a harness episode runs a whole stack of nodes
 JOB_TIMEOUT_MARGIN = 60.0   # s a job may take beyond the episode's own timeout (process start, teardown)
 
 
@@ -139,8 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--trials", type=int, default=1, help="trials per seed (pass^k needs k; default 1)")
     ap.add_argument("--smoke", action="store_true",
                     help="nominal x (policy_only, full) x 1 seed x 1 trial (overrides the four options above)")
-    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                    help="episodes at once (Ray cluster: default all its CPUs)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help=f"episodes at once (default {DEFAULT_WORKERS} here; on a Ray cluster all its CPUs)")
     ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                     help="run on Ray: a cluster address (host:port, ray://host:port, auto) or, without one, "
                          "a local Ray instance started for the run")
@@ -170,7 +171,7 @@ def main(argv=None, job: Callable = run_suite_episode, types=None) -> int:
             raise SuiteError(f"--trials must be >= 1, got {trials}")
         if args.timeout is not None and not args.timeout > 0:
             raise SuiteError(f"--timeout must be > 0 s, got {args.timeout}")
-        if args.workers < 1:
+        if args.workers is not None and args.workers < 1:
             raise SuiteError(f"--workers must be >= 1, got {args.workers}")
         domains = parse_domain_range(args.domains) if args.domains else None
         out = args.out or Path("results") / time.strftime("suite-%Y%m%d-%H%M%S", time.gmtime())
@@ -186,12 +187,12 @@ def main(argv=None, job: Callable = run_suite_episode, types=None) -> int:
     specs = build_specs(spec_type, scenarios, ablations, seeds, trials, robots, out, args.timeout,
                         record=not args.no_record)
     episode_timeout = max(getattr(s, "timeout", 0.0) or 0.0 for s in specs)
-    settings = RunSettings(backend="ray" if args.ray else "local", workers=args.workers,
+    cluster = bool(args.ray) and args.ray != "local"
+    workers = args.workers or (None if cluster else DEFAULT_WORKERS)   # None: the cluster's CPUs
+    settings = RunSettings(backend="ray" if args.ray else "local", workers=workers,
                            timeout=episode_timeout + JOB_TIMEOUT_MARGIN if episode_timeout else None,
                            domains=domains, ray_address=None if args.ray == "local" else args.ray,
                            progress=not args.quiet, label="suite")
-    if args.ray and args.ray != "local" and "--workers" not in (argv if argv is not None else sys.argv):
-        settings.workers = None   # a cluster: as many at once as it has CPUs
     start = time.monotonic()
     try:
         results, jobs = run_suite(specs, settings, job, result_type)

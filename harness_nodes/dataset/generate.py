@@ -4,7 +4,7 @@ dataset per (robot, split).
 
     python -m harness_nodes.dataset.generate --out data/latent --panda-episodes 40 --xarm6-episodes 16
     python -m harness_nodes.dataset.generate --ray                  # a local Ray instance for the run
-    python -m harness_nodes.dataset.generate --ray 10.0.0.5:6379    # an existing Ray cluster
+    python -m harness_nodes.dataset.generate --ray HEAD_IP:6379    # an existing Ray cluster
 
 Each episode's seed is `base_seed + n` of its split (train and held-out seeds never overlap); its
 spec (camera jitter, distractor motion, action noise, failed grasp) is drawn from that seed, so a
@@ -106,7 +106,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--panda-episodes", type=int, default=40)
     ap.add_argument("--xarm6-episodes", type=int, default=16)
     ap.add_argument("--heldout-episodes", type=int, default=8, help="per held-out split (Panda)")
-    ap.add_argument("--workers", type=int, default=2, help="episodes at once (Ray cluster: default all its CPUs)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="episodes at once (default 2 here; on a Ray cluster all its CPUs)")
     ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                     help="run the episodes on Ray: a cluster address (host:port, ray://host:port, auto) or, "
                          "without one, a local Ray instance started for the run")
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
             ("panda", "heldout", args.heldout_episodes), ("panda", "heldout_jitter", args.heldout_episodes)]
     backend = "ray" if args.ray else "local"
     address = None if args.ray == "local" else args.ray
-    workers = None if address and "--workers" not in (argv if argv is not None else sys.argv) else args.workers
+    workers = args.workers if args.workers is not None else (None if address else 2)   # None: the cluster's CPUs
     try:
         from harness_nodes.scale.ray_backend import ray_session
 
