@@ -83,3 +83,13 @@ def test_suite_names_match_the_episode_runner():
                                  reason="the episode runner (harness_nodes/episodes) is not on this branch yet")
     if hasattr(runner, "ABLATIONS"):
         assert tuple(runner.ABLATIONS) == suite.ABLATIONS
+
+
+def test_a_full_disk_is_refused_before_any_episode(tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    assert suite.main(["--smoke", "--out", str(tmp_path / "results")], job=fake_episode, types=TYPES) == 2
+    assert "has 1 MB free" in capsys.readouterr().err

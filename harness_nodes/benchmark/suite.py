@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ ABLATIONS = ("policy_only", "world_model", "memory_validity", "viewpoint", "full
 ROBOTS = ("panda", "xarm6")
 SMOKE = {"scenarios": ("nominal",), "ablations": ("policy_only", "full"), "seeds": 1, "trials": 1}
 DEFAULT_WORKERS = max(1, (os.cpu_count() or 2) // 2)   # a harness episode runs a whole stack of nodes
-JOB_TIMEOUT_MARGIN = 60.0   # s a job may take beyond the episode's own timeout (process start, teardown)
+JOB_TIMEOUT_MARGIN = 60.0
+MIN_FREE_BYTES = 500_000_000   # recordings of one episode per scenario, plots, tables   # s a job may take beyond the episode's own timeout (process start, teardown)
 
 
 class SuiteError(ValueError):
@@ -120,15 +122,19 @@ def run_suite(specs: list, settings: RunSettings, job: Callable = run_suite_epis
     return [j.value if j.ok else failure_result(result_type, j) for j in jobs], summary(jobs)
 
 
-def check_writable(out: Path) -> None:
-    """The output folder must be creatable and writable before any episode runs."""
+def check_writable(out: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """The output folder must be creatable, writable and have room before any episode runs."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()
+        free = shutil.disk_usage(out).free
     except OSError as exc:
         raise SuiteError(f"output folder {out} is not writable: {exc}") from exc
+    if free < min_free:
+        raise SuiteError(f"output folder {out} has {free / 1e6:.0f} MB free; the suite needs at least "
+                         f"{min_free / 1e6:.0f} MB (recordings, plots)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
