@@ -82,7 +82,8 @@ def read_streams(path: Path, cameras: tuple[str, ...]) -> Streams:
                                                              for cam in cameras):
                 wanted.append(c)
         try:
-            for c, stamp, raw in reader.messages(connections=wanted):
+            # (rosbags reads every connection when given none)
+            for c, stamp, raw in (reader.messages(connections=wanted) if wanted else ()):
                 msg = reader.deserialize(raw, c.msgtype)
                 if c.msgtype == "sensor_msgs/msg/JointState":
                     if len(msg.name) == len(msg.position):
