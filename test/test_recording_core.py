@@ -259,3 +259,21 @@ def test_unknown_types_are_left_out_of_replay_and_refused_by_the_recorder(tmp_pa
     # export: a recording without joint states or cameras is refused by name
     assert export_cmd.main([str(tmp_path / "bag"), str(tmp_path / "out")]) == 2
     assert "no joint states" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_bringup_record_adds_the_recorder_or_refuses_the_directory(tmp_path, capsys):
+    from harness_nodes.bringup import cli
+
+    commands = cli.build_commands("sim", "panda", True, ["recorder.name:=episode_1"], record=str(tmp_path / "rec"))
+    assert list(commands)[-1] == "recorder"
+    recorder = " ".join(commands["recorder"])
+    assert f"output_dir:={tmp_path / 'rec'}" in recorder and "name:=episode_1" in recorder
+    assert "use_sim_time:=true" in recorder and "robot:=" not in recorder and "recorder.yaml" in recorder
+    assert "recorder" not in cli.build_commands("sim", None, None, [])
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert cli.main(["sim", "--record", str(a_file)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert cli.main(["sim", "--record", str(tmp_path / "rec"), "-p", "recorder.min_free_mb:=1e9"]) == 2
+    assert "not enough free space" in capsys.readouterr().err
+    assert not any((tmp_path / "rec").iterdir())
