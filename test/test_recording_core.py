@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import math
+import time
 
 import numpy as np
 import pytest
@@ -112,6 +113,21 @@ def test_oversized_messages_and_a_full_queue_are_dropped_and_counted(tmp_path, d
     assert not writer.offer("/joint_states", 3, joint_state_bytes(definitions, 1, 0.0))
     assert writer.stats.dropped == 2
     assert writer.close() == tmp_path / "bag"
+
+
+def test_free_space_running_out_closes_the_bag_early_and_says_so(tmp_path, definitions, monkeypatch):
+    monkeypatch.setattr(BagWriter, "FREE_CHECK_BYTES", 1)
+    writer = BagWriter(tmp_path / "bag", queue_bytes=64 * MB, max_message_bytes=MB, min_free_bytes=10**18)
+    writer.add_topic("/joint_states", definitions.get("sensor_msgs/msg/JointState"), QosInfo())
+    writer.offer("/joint_states", 1, joint_state_bytes(definitions, 0, 0.0))
+    deadline = time.monotonic() + 10
+    while writer.recording and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not writer.recording and "free space" in writer.stats.error
+    assert not writer.offer("/joint_states", 2, joint_state_bytes(definitions, 1, 0.0))
+    assert writer.close() == tmp_path / "bag"            # closed cleanly: complete up to there, and marked
+    assert "stopped_early" in (tmp_path / "bag/metadata.yaml").read_text()
+    assert writer.stats.written == {"/joint_states": 1}
 
 
 def test_destination_checks_name_the_problem(tmp_path):

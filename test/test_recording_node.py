@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 import subprocess
 import sys
 import time
@@ -154,6 +155,17 @@ def test_recording_reads_back_with_rosbags(recorded_run):
         types = {c.topic: c.msgtype for c in reader.connections}
         assert types["/harness/command"] == "robot_harness/msg/ActionChunk"
         assert types["/tf"] == "tf2_msgs/msg/TFMessage"
+    # the MCAP reference reader (the format library Foxglove builds on) decodes every message too
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    with open(bag / "run.mcap", "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        summary = reader.get_summary()
+        assert {s.encoding for s in summary.schemas.values()} == {"ros2msg"}
+        assert {c.message_encoding for c in summary.channels.values()} == {"cdr"}
+        decoded = Counter(channel.topic for _, channel, _, _ in reader.iter_decoded_messages())
+    assert decoded == Counter(counts)
 
 
 @pytest.mark.timeout(120)
