@@ -7,7 +7,9 @@
                       dropped, the bag's path, a stopped recording's reason
 
 Topics are looked for every `discovery_period` s, so a topic that appears after the start is
-recorded from then on. A topic whose type has no installed interface file is reported (WARN) and
+recorded from then on (subscribed once it has a publisher, with the QoS that publisher offers; a
+publisher that appears later with a QoS the subscription cannot match is not recorded, as with
+`ros2 bag record`). A topic whose type has no installed interface file is reported (WARN) and
 left out. Callbacks only stamp the message (node clock: `use_sim_time` follows /clock) and queue
 it; the writer thread (core.BagWriter) writes, so a slow disk never blocks the executor. Before
 anything is subscribed the destination is checked (directory writable, `min_free_mb` free, no bag
@@ -95,9 +97,12 @@ class Recorder(Node):
                     self.skipped[topic] = str(exc)
                     self.get_logger().warn(f"not recording {topic}: {exc}")
                 continue
+            publishers = self.get_publishers_info_by_topic(topic)
+            if not publishers:      # only subscribers so far: the QoS to match is not known yet
+                continue
             if len(types) > 1:
                 self.get_logger().warn(f"{topic} has several types {types}: recording {msgtype}")
-            profile, offered = adapted_qos(self.get_publishers_info_by_topic(topic))
+            profile, offered = adapted_qos(publishers)
             self.writer.add_topic(topic, definition, offered)
             self.create_subscription(cls, topic, guarded(self, self._make_callback(topic), f"record {topic}"),
                                      profile, raw=True)
