@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from harness_nodes.dataset.generate import generate, spec_for
