@@ -89,6 +89,23 @@ def test_bag_is_partial_until_closed_then_reads_back_with_rosbags(tmp_path, defi
     assert writer.stats.written == {"/joint_states": 50} and writer.stats.dropped == 0
 
 
+def test_a_slow_disk_never_blocks_the_caller(tmp_path, definitions, monkeypatch):
+    writer = BagWriter(tmp_path / "bag", queue_bytes=64 * MB, max_message_bytes=MB, min_free_bytes=0)
+    real_write = writer._writer.write
+
+    def slow_write(*args):
+        time.sleep(0.1)
+        real_write(*args)
+
+    monkeypatch.setattr(writer._writer, "write", slow_write)
+    writer.add_topic("/joint_states", definitions.get("sensor_msgs/msg/JointState"), QosInfo())
+    payloads = [joint_state_bytes(definitions, n, 0.0) for n in range(20)]
+    start = time.monotonic()
+    assert all(writer.offer("/joint_states", n + 1, data) for n, data in enumerate(payloads))
+    assert time.monotonic() - start < 0.5          # 20 writes take >= 2 s on this "disk"
+    assert writer.close() == tmp_path / "bag" and writer.stats.written == {"/joint_states": 20}
+
+
 def test_a_failed_write_leaves_only_the_partial_directory(tmp_path, definitions, monkeypatch):
     writer = BagWriter(tmp_path / "bag", queue_bytes=64 * MB, max_message_bytes=MB, min_free_bytes=0)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from harness_nodes.dataset.features import ACTION_NAMES, CAMERA_KEYS, CONTROL_RATE, IMAGE_SIZE, STATE_NAMES
-from harness_nodes.dataset.lerobot import Episode, LeRobotWriter
+from harness_nodes.dataset.lerobot import DatasetError, Episode, LeRobotWriter
 from harness_nodes.recording.bagfile import RecordingReadError, open_recording
 from harness_nodes.recording.episode import (CommandTrack, EpisodeError, actions, fold_yaw, frame_times,
                                              image_rgb, latest_at, square_frame)
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     *bags, out_dir = args.paths
     try:
         summary = export(bags, out_dir, args.robot, args.task, args.fps, args.image_size)
-    except (ExportError, RecordingReadError, EpisodeError, FileNotFoundError, KeyError) as exc:
+    except (ExportError, RecordingReadError, EpisodeError, DatasetError, FileNotFoundError, KeyError) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(summary))

@@ -29,6 +29,7 @@ def select_connections(reader, topics: list[str] | None):
     """The connections to play: all, or those of `topics` (unknown names: RecordingReadError)."""
     available = sorted({c.topic for c in reader.connections})
     if topics:
+        topics = [t if t.startswith("/") else f"/{t}" for t in topics]   # recorded names are absolute
         unknown = [t for t in topics if t not in available]
         if unknown:
             raise RecordingReadError(f"topics {unknown} are not in the recording; it has {available}")
@@ -74,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bag", type=Path, help="rosbag2 directory (or its .mcap file)")
     ap.add_argument("--rate", type=float, default=1.0, help="playback speed factor (> 0)")
-    ap.add_argument("--topics", nargs="+", default=None, help="play only these topics (absolute names)")
+    ap.add_argument("--topics", nargs="+", default=None, help="play only these topics (names as recorded; a missing leading / is added)")
     ap.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
     ap.add_argument("--delay", type=float, default=0.0, help="s to wait after creating the publishers")
     return ap.parse_args(argv)
