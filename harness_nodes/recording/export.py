@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness_nodes.common.stamps import to_seconds
 from harness_nodes.dataset.features import ACTION_NAMES, CAMERA_KEYS, CONTROL_RATE, IMAGE_SIZE, STATE_NAMES
 from harness_nodes.dataset.lerobot import DatasetError, Episode, LeRobotWriter
 from harness_nodes.recording.bagfile import RecordingReadError, open_recording
@@ -143,10 +144,6 @@ class ToolState:
         return np.array([*pos, yaw, width], dtype=np.float32)
 
 
-def _seconds(duration) -> float:
-    return float(duration.sec) + float(duration.nanosec) * 1e-9
-
-
 def command_tracks(streams: Streams, tool: ToolState) -> list[CommandTrack]:
     """The commands the router took, as tool targets over time (rejected ones left out)."""
     finals: dict[str, list[tuple[int, int]]] = {}
@@ -176,7 +173,7 @@ def command_tracks(streams: Streams, tool: ToolState) -> list[CommandTrack]:
                         p, yaw = p0 + p, yaw0 + yaw_of(q)
                     else:
                         yaw = fold_yaw(yaw_of(q))
-                    times.append(_seconds(t))
+                    times.append(to_seconds(t))
                     positions.append(p)
                     yaws.append(yaw)
             elif chunk.space == SPACE_JOINT:
@@ -184,7 +181,7 @@ def command_tracks(streams: Streams, tool: ToolState) -> list[CommandTrack]:
                 for point in chunk.joint_points:
                     q = dict(zip(names, (float(v) for v in point.positions)))
                     p, yaw = tool.pose(tool.arm_q(q, q0))
-                    times.append(_seconds(point.time_from_start))
+                    times.append(to_seconds(point.time_from_start))
                     positions.append(p)
                     yaws.append(yaw)
         except (ValueError, ArithmeticError):
