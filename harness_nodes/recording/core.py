@@ -242,8 +242,8 @@ _STOP = object()
 
 
 class BagWriter:
-    """Writes serialized messages into `<final>.partial` on a thread of its own; `close()` finishes
-    the bag and renames it to `<final>`. `offer()` never blocks: beyond `queue_bytes` of waiting
+    """Writes serialized messages into a bag inside `<final>.partial/` on a thread of its own;
+    `close()` finishes the bag and moves it to `<final>`. `offer()` never blocks: beyond `queue_bytes` of waiting
     messages it drops and counts. A write error (disk full) or free space below `min_free_bytes`
     stops the recording: with space left the bag is closed cleanly and marked `stopped_early`;
     after a failed write the `.partial` directory stays as it is (never renamed)."""
@@ -322,8 +322,8 @@ class BagWriter:
                 continue
             try:
                 self._writer.write(self._connections[topic], stamp, data)
-            except OSError as exc:
-                self._fail(f"writing {self.partial} failed: {exc.strerror or exc}")
+            except Exception as exc:   # noqa: BLE001 - disk full, I/O error: the recording stops, reported
+                self._fail(f"writing {self.partial} failed: {getattr(exc, 'strerror', None) or exc}")
                 continue
             self.stats.written[topic] += 1
             self.stats.bytes_written += len(data)
