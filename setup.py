@@ -22,6 +22,7 @@ COMMANDS = {
     "harness_generate_episodes": "harness_nodes.dataset.generate:main",
     "harness_train_latent_policy": "harness_nodes.latent_policy.train:main",
     "harness_train_world_model": "harness_nodes.world_model.training:main",
+    "harness_export_recording": "harness_nodes.recording.export:main",
 }
 
 
@@ -45,7 +46,7 @@ setup(
     packages=find_packages(include=["harness_nodes", "harness_nodes.*"]),
     data_files=config_files(),
     install_requires=["numpy", "pydantic>=2", "PyYAML", "pin", "pybullet", "opencv-python-headless"],
-    extras_require={"train": ["torch==2.13.0", "safetensors", "pyarrow", "av", "tqdm", "matplotlib"],
+    extras_require={"train": ["torch==2.13.0", "safetensors", "pyarrow", "av", "tqdm", "matplotlib", "rosbags"],
                     "ray": ["ray==2.60.0"]},   # --ray of the data generation and the suite
     entry_points={"console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()]},
 )

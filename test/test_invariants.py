@@ -12,7 +12,8 @@ PACKAGE = REPO / "harness_nodes"
 # Modules where ROS meets a core: node files, the bringup/demo launchers, and the expert node.
 ROS_MODULES = {"node.py"}
 ROS_ALLOWED = {"harness_nodes/bringup/cli.py", "harness_nodes/demo.py", "harness_nodes/common/params.py",
-               "harness_nodes/common/node_main.py", "harness_nodes/common/qos.py"}
+               "harness_nodes/common/node_main.py", "harness_nodes/common/qos.py",
+               "harness_nodes/recording/replay.py"}   # a command that publishes a recording back
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -158,6 +159,8 @@ CROSS_PACKAGE_IMPORTS: dict[tuple[str, str], str] = {
     ("dataset", "sim"): "episodes are recorded offline in the simulator (no ROS)",
     ("latent_policy", "dataset"): "the policy trains on the dataset's episodes and its feature layout",
     ("latent_policy", "perception"): "camera images are decoded as perception decodes them",
+    ("recording", "dataset"): "recordings are exported with the dataset's LeRobot writer and feature layout",
+    ("bringup", "recording"): "--record checks the recording destination before any node starts",
 }
 # One home in common/ for each helper nodes share; a definition of one of these names (or of the
 # names the duplicates had before they moved) anywhere else is a copy.

@@ -1,13 +1,15 @@
 """Start a stack from config/stack.yaml as separate node processes, without `ros2 launch`.
 
     python -m harness_nodes.bringup.cli sim [--robot panda] [--use-sim-time [true|false]]
-        [--namespace left] [-p node.param:=value]
+        [--namespace left] [--record DIR] [-p node.param:=value]
 
 Every node is its own process with the parameter files the stack names (the same ones the launch
 files pass). SIGINT/SIGTERM are forwarded; if one node dies the others are stopped and the exit
 code says so. Children are tied to this process (PR_SET_PDEATHSIG) so none outlives it. An
 unknown robot or a boolean spelled any other way than ROS accepts is refused before any node
-starts (exit 2, the allowed values named).
+starts (exit 2, the allowed values named). `--record DIR` adds the recorder node (config/
+recorder.yaml) writing the stack's topics to DIR/recording-<time>-<pid> (rosbag2 + MCAP); a DIR
+that cannot be written or lacks the free space is refused before any node starts (exit 2).
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ import time
 
 from harness_nodes.bringup.arguments import (BOOLEAN_PARAMETERS, check_robot, normalize_namespace,
                                              parse_bool, stack_failure_message)
-from harness_nodes.bringup.stack import (load_stack_description, new_run_directory, node_command,
-                                         per_run_parameters)
+from harness_nodes.bringup.stack import (NodeSpec, load_stack_description, new_run_directory, node_command,
+                                         node_parameters, per_run_parameters)
+from harness_nodes.recording.core import RecordingError, check_destination, default_bag_name
 
 _PR_SET_PDEATHSIG = 1
+RECORDER = NodeSpec(name="recorder", executable="recorder", parameters=["recorder.yaml"])
 
 
 def _die_with_parent() -> None:
@@ -106,9 +110,10 @@ class Bringup:
 
 def build_commands(stack_name: str, robot: str | None, use_sim_time: bool | None,
                    overrides: list[str], stack_file: str = "stack.yaml",
-                   namespace: str = "") -> dict[str, list[str]]:
+                   namespace: str = "", record: str | None = None) -> dict[str, list[str]]:
     stack = load_stack_description(stack_file).stack(stack_name)
-    per_node = parse_overrides(overrides, [n.name for n in stack.nodes])
+    nodes = list(stack.nodes) + ([RECORDER] if record is not None else [])
+    per_node = parse_overrides(overrides, [n.name for n in nodes])
     for values in per_node.values():     # -p robot:= / use_sim_time:= / gui:= are checked like the options
         for key, value in values.items():
             if key == "robot":
@@ -118,11 +123,17 @@ def build_commands(stack_name: str, robot: str | None, use_sim_time: bool | None
     if robot is not None:
         check_robot(robot)
     namespace = normalize_namespace(namespace)
+    if record is not None:
+        recorder = per_node[RECORDER.name]
+        recorder.setdefault("name", default_bag_name())
+        recorder["output_dir"] = record
+        min_free = float(recorder.get("min_free_mb", node_parameters("recorder.yaml", RECORDER.name)["min_free_mb"]))
+        check_destination(record, recorder["name"], min_free)
     run_dir = new_run_directory() if any(n.per_run_files for n in stack.nodes) else None
     commands = {}
-    for node in stack.nodes:
+    for node in nodes:
         params: dict[str, object] = {}
-        if robot is not None:
+        if robot is not None and node is not RECORDER:
             params["robot"] = robot
         if use_sim_time is not None:
             params["use_sim_time"] = use_sim_time
@@ -142,14 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default="",
                         help="ROS namespace of every node and its relative names (e.g. left: /left/joint_states)")
     parser.add_argument("--stack-file", default="stack.yaml")
+    parser.add_argument("--record", metavar="DIR", default=None,
+                        help="also run the recorder: the stack's topics into DIR/<name> (rosbag2 + MCAP)")
     parser.add_argument("-p", dest="overrides", action="append", default=[],
                         metavar="[NODE.]PARAM:=VALUE")
     args = parser.parse_args(argv)
     try:
         use_sim_time = None if args.use_sim_time is None else parse_bool("use_sim_time", args.use_sim_time)
         commands = build_commands(args.stack, args.robot, use_sim_time, args.overrides,
-                                  args.stack_file, args.namespace)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+                                  args.stack_file, args.namespace, args.record)
+    except (KeyError, ValueError, FileNotFoundError, RecordingError) as exc:
         print(f"[bringup] {exc}", file=sys.stderr)
         return 2
     return Bringup(commands, robot=args.robot or "panda").run()

@@ -2,12 +2,12 @@
 
 `to_seconds` reads either message (both are sec + nanosec). `to_time` gives the zero stamp for a
 time that is negative or not finite (a stamp cannot hold it); `to_duration` keeps the sign as ROS
-does (negative sec, nanosec in [0, 1e9)). Nanoseconds are rounded and carried into seconds."""
+does (negative sec, nanosec in [0, 1e9)). Nanoseconds are rounded and carried into seconds.
+The message types are imported where they are built, so `to_seconds` also reads stamps without ROS
+(e.g. messages deserialized from a recording by rosbags)."""
 from __future__ import annotations
 
 import math
-
-from builtin_interfaces.msg import Duration, Time
 
 
 def to_seconds(stamp) -> float:
@@ -25,6 +25,8 @@ def _split(t: float) -> tuple[int, int]:
 
 def to_time(t: float) -> Time:
     """Stamp of `t` seconds; the zero stamp when `t` is negative or not finite."""
+    from builtin_interfaces.msg import Time
+
     if not math.isfinite(t) or t < 0:
         return Time()
     sec, nanosec = _split(t)
@@ -32,5 +34,8 @@ def to_time(t: float) -> Time:
 
 
 def to_duration(t: float) -> Duration:
+    """Duration of `t` seconds (builtin_interfaces/Duration)."""
+    from builtin_interfaces.msg import Duration
+
     sec, nanosec = _split(t)
     return Duration(sec=sec, nanosec=nanosec)
