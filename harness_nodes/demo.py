@@ -61,12 +61,12 @@ def harness_demo(args) -> int:
     result = run_episode(spec, on_line=show)
     s = result.summary()
     print("\n=== robot harness demo: summary ===")
-    print(f"  task:                {spec.goal} ({spec.robot}, PyBullet, scenario '{spec.scenario}')")
-    print(f"  success:             {result.success}  (ground truth: '{spec.object_id}' "
+    print(f"  {'task:':<32}{spec.goal} ({spec.robot}, PyBullet, scenario '{spec.scenario}')")
+    print(f"  {'success:':<32}{result.success}  (ground truth: '{spec.object_id}' "
           f"{'in' if result.success else 'not in'} the tray)")
-    print(f"  outcome:             {result.outcome}" + (f"  ({result.error})" if result.error else ""))
+    print(f"  {'outcome:':<32}{result.outcome}" + (f"  ({result.error})" if result.error else ""))
     if result.perturbation:
-        print(f"  perturbation:        {json.dumps(result.perturbation)}")
+        print(f"  {'perturbation:':<32}{json.dumps(result.perturbation)}")
     for key, label in (("attempts", "attempts"), ("retries", "retries"), ("escalations", "escalations"),
                        ("vetoes", "world-model vetoes"), ("false_vetoes", "false vetoes"),
                        ("stale_fact_uses", "stale-belief uses"), ("re_observations", "re-observations"),
@@ -74,7 +74,7 @@ def harness_demo(args) -> int:
                        ("planner_chunks", "chunks from planner"),
                        ("decision_latency_ms_median", "decision latency (ms, median)"),
                        ("sim_time_s", "sim time (s)"), ("wall_time_s", "wall time (s)")):
-        print(f"  {label + ':':<21}{s[key]}")
+        print(f"  {label + ':':<32}{s[key]}")
     print("summary: " + json.dumps(s), flush=True)
     return 0 if result.success else 1
 

@@ -132,7 +132,7 @@ class _Episode:
 
         from robot_harness.action import ExecuteTask
         from robot_harness.msg import SimGroundTruth
-        from robot_harness.srv import SimControl
+        from robot_harness.srv import EvaluateCandidates, ProposeActions, SimControl
 
         context = rclpy.Context()
         kwargs = {} if self.spec.domain_id is None else {"domain_id": int(self.spec.domain_id)}
@@ -147,7 +147,7 @@ class _Episode:
                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
             self.control = node.create_client(SimControl, "/sim/control")
             action = ActionClient(node, ExecuteTask, "/harness/execute_task")
-            self.SimControl = SimControl
+            self.SimControl, self.EvaluateCandidates, self.ProposeActions = SimControl, EvaluateCandidates, ProposeActions
             return self._episode(node, action, ExecuteTask)
         finally:
             self.executor.shutdown()
@@ -171,8 +171,15 @@ class _Episode:
     def _episode(self, node, action, ExecuteTask) -> EpisodeResult:
         spec = self.spec
         startup = min(STARTUP_TIMEOUT, self._left())
-        if not self._spin_until(lambda: action.server_is_ready() and self.gt is not None, startup):
-            return self._result("error", None, f"stack not up within {startup:.0f} s (action server, ground truth)")
+        # every node the supervisor may ask must answer before the goal goes out, whatever the ablation
+        # (the same stack runs for all of them; the switches decide what is used)
+        services = [node.create_client(t, n) for t, n in ((self.EvaluateCandidates, "/harness/world_model/evaluate"),
+                                                          (self.ProposeActions, "/latent_policy/propose_actions"))]
+        if not self._spin_until(lambda: action.server_is_ready() and self.gt is not None
+                                and all(c.service_is_ready() for c in services), startup):
+            missing = [c.srv_name for c in services if not c.service_is_ready()]
+            return self._result("error", None, f"stack not up within {startup:.0f} s (action server, ground truth, "
+                                               f"services; missing: {missing})")
         handle = None
         while handle is None:                 # the supervisor refuses until memory believes in the object
             future = action.send_goal_async(ExecuteTask.Goal(task=spec.goal, task_id=f"episode-{spec.seed}"),
