@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 
 import numpy as np
@@ -459,12 +458,11 @@ def test_cube_moved_during_the_approach_is_caught_and_the_task_recovers(stack, r
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.skipif(not os.environ.get("HARNESS_FULL_HARNESS_TEST"),
-                    reason="known open (issue #12): with the latent policy and the world model on, the task does "
-                           "not yet finish reliably within 300 s; HARNESS_FULL_HARNESS_TEST=1 runs it")
 def test_full_harness_with_the_world_model_and_the_latent_policy(start_node, ros_node, tmp_path):
     """Everything on: the latent policy proposes, the world model ranks (and may veto), the planner
-    fills in where the policy refuses; the task succeeds, judged from ground truth."""
+    fills in where the policy refuses or proposes nothing that reaches the subgoal; the task
+    succeeds, judged from ground truth. (It used to run the policy's short delta chunks as whole
+    subgoals, miss the grasp, spend the budget and wait for a human: it did not finish in 300 s.)"""
     nodes = {
         "sim": start_node("harness_nodes.sim.node", "sim.yaml"),
         "router": start_node("harness_nodes.router.node", "router.yaml", use_sim_time=True),
@@ -483,5 +481,5 @@ def test_full_harness_with_the_world_model_and_the_latent_policy(start_node, ros
     assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, log[-6000:])
     assert spin_until(ros_node, h.in_tray, 10.0)
     assert "world model chose candidate" in log
-    assert "from policy executed" in log or "policy refused" in log, log[-6000:]   # the policy was asked
+    assert "from policy executed" in log or "policy refused" in log or "policy proposed" in log, log[-6000:]   # the policy was asked
     assert all(n.alive() for n in nodes.values())
