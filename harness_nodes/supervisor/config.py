@@ -38,7 +38,8 @@ class SupervisorParameters(BaseModel):
                                           description="m from the subgoal's target a policy chunk must end to be used")
     surprise_threshold: float = Field(0.05, ge=0.0, le=10.0, description="m between the world model's prediction "
                                       "and memory for the task object after a chunk: failure cue; 0 = off")
-    surprise_wait: float = Field(1.0, gt=0.0, le=60.0, description="s to wait for the world model's surprise")
+    surprise_wait: float = Field(2.0, gt=0.0, le=60.0, description="s to wait for the world model's surprise "
+                                 "after the approach (it comes with memory's next snapshot)")
     # bounds (wall s): every wait on another node ends
     look_timeout: float = Field(15.0, gt=0.0, le=600.0, description="for a trustworthy belief after a re-check")
     verify_timeout: float = Field(10.0, gt=0.0, le=600.0)

@@ -185,7 +185,7 @@ class RunnerConfig:
     regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
     policy_reach_tolerance: float = 0.03   # m: a policy chunk must end this close to the subgoal's target
     surprise_threshold: float = 0.05   # m the task object may be from the world model's prediction; 0 = off
-    surprise_wait: float = 1.0         # s to wait for the world model's surprise after a chunk
+    surprise_wait: float = 2.0         # s to wait for the world model's surprise after a chunk
 
 
 def _signature(c: Candidate) -> tuple:
@@ -331,6 +331,9 @@ class TaskRunner:
         if isinstance(chosen, Failure):
             return chosen
         if subgoal in (Subgoal.APPROACH, Subgoal.GRASP):
+            moved = self._object_moved(subgoal)     # again: memory may have learnt more while candidates were ranked
+            if moved:
+                return moved
             self._count_stale_use(subgoal)
         self._report("execute", subgoal)
         self.metrics.decision_latency_ms.append(round(1000.0 * (self.ports.now() - observed), 2))
