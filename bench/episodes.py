@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", type=int, default=81, help="ROS domain of the first parallel slot")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=240.0, help="wall s per episode")
+    parser.add_argument("--budget", type=float, default=0.0,
+                        help="wall s for the whole run: no new batch starts after it (0 = every seed)")
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     slots = max(1, args.parallel)
     with multiprocessing.get_context("spawn").Pool(slots) if slots > 1 else _Serial() as pool:
         for k in range(0, len(jobs), slots):
+            if args.budget and time.perf_counter() - t_start > args.budget:
+                print(f"budget of {args.budget:.0f} s spent: {len(rows)} of {len(jobs)} episodes run", flush=True)
+                break
             batch = [EpisodeSpec(**{**spec.__dict__, "domain_id": args.domain + i})
                      for i, spec in enumerate(jobs[k:k + slots])]
             for row in pool.map(_run, batch):
@@ -98,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{per[a]['mean_escalations']}, re-observations {per[a]['mean_re_observations']}, stale-belief uses "
               f"{per[a]['mean_stale_fact_uses']}, decision latency {per[a]['median_decision_latency_ms']} ms, "
               f"wall {per[a]['mean_wall_time_s']} s, errors {per[a]['errors']}")
-    result = {"benchmark": "episodes", "scenario": args.scenario, "seeds": args.seeds, "ablations": per,
+    done = sorted({r["seed"] for r in rows})
+    result = {"benchmark": "episodes", "scenario": args.scenario, "seeds": args.seeds, "seeds_run": len(done),
+              "ablations": per,
               "episodes": rows, "machine": platform.machine(), "python": platform.python_version(),
               "wall_s": round(time.perf_counter() - t_start, 1),
               "command": f"scripts/env.sh python bench/episodes.py --seeds {args.seeds} --ablations "
-                         f"{','.join(ablations)} --scenario {args.scenario} --parallel {slots}"}
+                         f"{','.join(ablations)} --scenario {args.scenario} --parallel {slots}"
+                         + (f" --budget {args.budget:.0f}" if args.budget else "")}
     print(json.dumps(result))
     return 0
 

@@ -34,6 +34,8 @@ JUDGE_TIMEOUT = 5.0          # wall s for ground truth after the result
 EPISODE_HELP_TIMEOUT = 5.0   # nobody answers help requests in an episode: escalation ends it
 SIM_REAL_TIME_FACTOR = 1.0
 SUPERVISOR_LOGGER = "supervisor"
+MAX_LINE = 2000              # characters of one printed step line
+MAX_LINES = 5000             # step lines kept per episode
 
 
 def stack_overrides(spec: EpisodeSpec) -> list[str]:
@@ -116,8 +118,8 @@ class _Episode:
             self.on_line(text)
 
     def _on_rosout(self, msg) -> None:
-        if msg.name == SUPERVISOR_LOGGER:
-            self._line(msg.msg)
+        if msg.name == SUPERVISOR_LOGGER and len(self.lines) < MAX_LINES:
+            self._line(msg.msg[:MAX_LINE])
 
     def _on_gt(self, msg) -> None:
         self.gt = msg
