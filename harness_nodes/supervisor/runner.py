@@ -80,9 +80,9 @@ class TaskMetrics:
     retries            recoveries started (retries spent from the budget) and human "retry" answers
     escalations        help requests sent
     vetoes             candidates the world model vetoed (each candidate of each evaluation)
-    false_vetoes       vetoes the harness later saw to be wrong: a vetoed chunk (same source, same
-                       end point within 1 cm, orientation and gripper action) executed afterwards at the same subgoal
-                       and succeeded; other vetoed chunks are never run, so this is a lower bound
+    false_vetoes       vetoes the harness later saw to be wrong: a vetoed chunk (same source, end
+                       point to 1 cm, orientation and gripper action) executed afterwards at the same
+                       subgoal and succeeded; other vetoed chunks never run, so this is a lower bound
     stale_fact_uses    chunks sent for approach or grasp while memory's belief about the task object,
                        queried just before sending, was not trustworthy (stale, invalid, contradicted
                        or below min_confidence) or had moved more than moved_tolerance from the belief
@@ -184,6 +184,7 @@ class RunnerConfig:
     retries_per_task: int = 4
     regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
     policy_reach_tolerance: float = 0.03   # m: a policy chunk must end this close to the subgoal's target
+    #                                    (and command the same gripper action as the planner's chunk)
     surprise_threshold: float = 0.05   # m the task object may be from the world model's prediction; 0 = off
     surprise_wait: float = 2.0         # s to wait for the world model's surprise after a chunk
 
