@@ -489,6 +489,7 @@ class NodePorts:
         self.help_count = 0
         self.object_id = ""          # the task's object: the only thing the supervisor ever grips
         self.evaluated_ids: dict[int, str] = {}   # id(candidate) -> chunk id the world model predicted
+        self.predicted_sent: set[str] = set()     # chunk ids sent that the world model has a prediction for
 
     # -- memory
     def beliefs(self, subjects: list[str]) -> dict[str, Belief]:
@@ -600,11 +601,11 @@ class NodePorts:
         state = self.node.run_state
         subgoal = Subgoal(state.subtask) if state.subtask in Subgoal._value2member_map_ else Subgoal.VERIFY
         req.candidates = [self.node.chunk_msg(c, state.attempt, subgoal, start or self._start(c)) for c in candidates]
-        # the chosen chunk is sent under the id the world model predicted it with: its surprise follows
-        self.evaluated_ids = {id(c): m.chunk_id for c, m in zip(candidates, req.candidates)}
         res = self.node.call(client, req, self.params.world_model_timeout, "world_model", wait_for_server=False)
         if not res.success:
             return Evaluation(0, f"world model could not evaluate ({_short(res.message, 200)}): first candidate")
+        # the chosen chunk is sent under the id the world model predicted it with: its surprise follows
+        self.evaluated_ids = {id(c): m.chunk_id for c, m in zip(candidates, req.candidates)}
         worst = [f"{k}: {', '.join(p.violations[:3])}" for k, p in enumerate(res.predictions) if p.violations]
         vetoed = tuple(k for k, p in enumerate(res.predictions) if p.violations)
         return Evaluation(int(res.best_index), "; ".join(worst)[:500], vetoed)
@@ -612,6 +613,8 @@ class NodePorts:
     def surprise(self, chunk_id: str, subject: str, timeout: float) -> float | None:
         """The world model's surprise (m) about `subject` after chunk `chunk_id`, waiting at most
         `timeout` s for it; None when none came (not predicted, or the subject not compared)."""
+        if chunk_id not in self.predicted_sent:
+            return None                      # sent under a new id (a resend): the world model has nothing to compare
         deadline = time.monotonic() + timeout
         while True:
             with self.node.lock:
@@ -637,6 +640,7 @@ class NodePorts:
             chunk = node.chunk_msg(candidate, attempt, subgoal, start)
             if evaluated_id:
                 chunk.chunk_id, evaluated_id = evaluated_id, ""   # only the first send: a resend is new content
+                self.predicted_sent.add(chunk.chunk_id)
             with node.lock:
                 node.sent_ids.add(chunk.chunk_id)
                 if len(node.sent_ids) > MAX_CHUNK_IDS:
