@@ -243,6 +243,18 @@ class _Episode:
             self._spin_until(lambda: self.gt_count > seen, JUDGE_TIMEOUT)
         except RuntimeError:
             pass
+        if res is not None:
+            # /rosout may deliver the last lines after the result: wait for the closing line (bounded),
+            # then print any step the result carries that did not come through
+            closing = f"task {res.outcome}"
+            try:
+                self._spin_until(lambda: any(line.startswith(closing) for line in self.lines), JUDGE_TIMEOUT)
+            except RuntimeError:
+                pass
+            seen = set(self.lines)
+            for step in res.steps:
+                if step not in seen:
+                    self._line(step)
         oid = self.spec.object_id
         success = bool(self.gt is not None and oid in self.gt.in_tray and self.gt.held_object == "")
         sim_time = self._sim_now() - getattr(self, "sim_start", self._sim_now())
