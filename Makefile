@@ -1,6 +1,6 @@
 # The two promises: `make demo` runs the harness against PyBullet, `make test` runs the tests.
 # Each sets up what it needs (scripts/setup.sh is idempotent and quick when nothing changed).
-.PHONY: setup demo test bench bench-foundation bench-router bench-memory bench-perception bench-world-model bench-latent-action clean
+.PHONY: setup demo test bench bench-foundation bench-router bench-memory bench-perception bench-world-model bench-latent-action bench-episodes clean
 
 RUN := scripts/env.sh
 
@@ -37,3 +37,6 @@ bench-world-model: setup
 
 bench-latent-action: setup
 	@$(RUN) python bench/latent_action.py
+
+bench-episodes: setup
+	@$(RUN) python bench/episodes.py

@@ -163,13 +163,13 @@ class World:
         self.proposals += 1
         if self.faults.get("policy_dead"):
             raise NodeLost("policy", "no answer in 2 s")
-        return []
+        return self.faults["policy"](subgoal) if "policy" in self.faults else []
 
     def evaluate(self, task, candidates):
         self.evaluations += 1
         if self.faults.get("veto") and self.faults["veto"] > 0:
             self.faults["veto"] -= 1
-            return Evaluation(-1, "all predicted to collide")
+            return Evaluation(-1, "all predicted to collide", tuple(range(len(candidates))))
         return Evaluation(len(candidates) - 1, "lowest risk")
 
     def execute(self, c: Candidate, attempt, subgoal):
@@ -203,7 +203,14 @@ class World:
         if self.faults.get("move_after") == c.name:
             self.objects["red_cube"] = [0.35, 0.2, 0.025]
             self.faults["move_after"] = None
-        return ExecResult(True)
+        return ExecResult(True, chunk_id=f"{c.name}-{len(self.sent)}")
+
+    def surprise(self, chunk_id, subject, timeout):
+        """Scripted world-model surprise: `surprise_after={chunk name: metres}`, reported once."""
+        scripted = self.faults.get("surprise_after", {})
+        name = chunk_id.rsplit("-", 1)[0]
+        self.surprise_asked = getattr(self, "surprise_asked", 0) + 1
+        return scripted.pop(name, 0.001) if subject == "red_cube" else None
 
     def hold(self, reason):
         self.holds.append(reason)
@@ -409,7 +416,7 @@ def test_harness_stack_and_parameter_file_match_the_model():
 
     stacks = load_stack_description()
     names = [n.name for n in stacks.stack("harness").nodes]
-    assert names == [n.name for n in stacks.stack("sim_perception").nodes] + ["supervisor"]
+    assert names == [n.name for n in stacks.stack("sim_perception").nodes] + ["latent_policy", "supervisor"]
     values = node_parameters("supervisor.yaml", "supervisor")
     assert set(values) == set(SupervisorParameters.model_fields)
     assert SupervisorParameters.model_validate(values) == SupervisorParameters()
@@ -424,3 +431,88 @@ def test_operator_answer_kinds():
     assert kind_for("Abort now") == KIND_ABORT
     assert kind_for("object_is_at 0.4 0.1 0.03") == KIND_CORRECT
     assert kind_for("retry", "reject") == 1
+
+
+# ---------------------------------------------------------------- surprise, policy screening, metrics
+def test_world_model_surprise_is_an_object_moved_cue_and_the_task_looks_again():
+    w = World(surprise_after={"approach": 0.2})
+    out = run(w)
+    assert out.success, out.steps
+    assert out.metrics.surprises == 1 and any("world model surprised" in s and "object_moved at approach" in s
+                                              for s in out.steps), out.steps
+    assert names(w).count("approach") == 2 and w.rechecks      # looked again, approached again
+    assert out.attempts == 2
+
+
+@pytest.mark.parametrize("config, distance", [({}, 0.02), ({"surprise_threshold": 0.0}, 0.5),
+                                              ({"use_world_model": False}, 0.5)])
+def test_small_surprise_threshold_off_or_no_world_model_is_not_a_failure(config, distance):
+    w = World(surprise_after={"approach": distance})
+    out = run(w, **config)
+    assert out.success and out.attempts == 1 and out.metrics.surprises == 0, out.steps
+    assert names(w).count("approach") == 1
+
+
+def _policy(reaching: bool):
+    """A policy double: for the approach, one chunk ending at the planner's target (if `reaching`)
+    and one 20 cm off; nothing for the other subgoals."""
+    planner = Planner()
+    task = parse_task("put red_cube in tray", {"red_cube"}, {"tray"})
+
+    def propose(subgoal):
+        if subgoal is not Subgoal.APPROACH:
+            return []
+        target = planner.chunk(subgoal, task, Belief("red_cube", (0.4, 0.1, 0.025)),
+                               Belief("tray", (0.5, -0.18, 0.004)))
+        end = target.positions[-1]
+        far = Candidate("policy1", positions=((end[0] + 0.2, end[1], end[2]),), gripper=target.gripper,
+                        source="policy", score=-1.0)
+        near = Candidate("policy0", positions=(end,), gripper=target.gripper, source="policy", score=-0.5)
+        return [near, far] if reaching else [far]
+    return propose
+
+
+def test_policy_chunks_run_only_when_they_reach_the_subgoal():
+    w = World(policy=_policy(reaching=True))
+    out = run(w, use_world_model=False)                           # the policy's own ranking decides
+    assert out.success, out.steps
+    assert out.metrics.policy_proposed == 2 and out.metrics.policy_admitted == 1
+    assert out.metrics.policy_executed == 1 and out.metrics.planner_executed == 6
+    assert "policy0" in names(w) and "policy1" not in names(w)
+    w = World(policy=_policy(reaching=False))
+    out = run(w)
+    assert out.success and out.metrics.policy_executed == 0 and "policy1" not in names(w)
+    assert any("none reaches the subgoal" in s for s in out.steps), out.steps
+
+
+def test_metrics_count_vetoes_false_vetoes_rechecks_and_decision_latency():
+    w = World(veto=1)
+    out = run(w)
+    assert out.success, out.steps
+    m = out.metrics
+    assert m.vetoes == 4                                          # every candidate of the first evaluation
+    assert m.false_vetoes == 1                                    # the same approach then ran and succeeded
+    assert m.retries == 1 and m.escalations == 0 and m.re_observations >= 2
+    assert len(m.decision_latency_ms) == len(w.sent) and all(v >= 0 for v in m.decision_latency_ms)
+    assert m.stale_fact_uses == 0
+    w = World(stale_until_recheck=True)
+    w.states["red_cube"] = STATE_STALE
+    assert run(w).metrics.re_observations >= 2                    # the look's re-check and the verify's
+
+
+def test_stale_fact_uses_are_counted_when_memory_validity_is_off():
+    w = World()
+    w.states["red_cube"] = STATE_CONTRADICTED
+    out = run(w, use_memory_validity=False, use_viewpoint=False)
+    assert out.success and out.metrics.stale_fact_uses == 2, out.steps     # approach and grasp
+    assert any("not current" in s for s in out.steps)
+
+
+def test_memory_validity_off_does_not_recheck_the_plan_before_moving():
+    w = World(move_after="approach")
+    out = run(w, use_memory_validity=False, use_viewpoint=False, use_recovery=False, use_escalation=False)
+    assert not out.success and out.outcome == "failed"           # grasped where the cube was
+    assert out.metrics.stale_fact_uses == 1                       # the grasp was sent on the old belief
+    w = World(move_after="approach")
+    out = run(w)
+    assert out.success and any("object_moved at grasp" in s for s in out.steps), out.steps

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 
 import numpy as np
@@ -315,7 +314,8 @@ def test_dead_router_holds_reports_and_the_operator_answers(light, domain_id):
 @pytest.mark.timeout(180)
 def test_policy_candidates_are_ranked_and_vetoed_by_the_world_model(start_node, tmp_path, ros_node):
     """Against the ProposeActions and EvaluateCandidates interfaces (served here by the test): the
-    policy's candidates go to the world model with the task's goal; a veto of all of them is a
+    policy's candidates that reach the subgoal (here: end above the cube with the gripper opening)
+    go to the world model with the planner's and the task's goal; a veto of all of them is a
     VETO_ALL failure and re-planned; the next ranking's choice is sent to the router (absent here:
     escalated, then aborted)."""
     from builtin_interfaces.msg import Duration
@@ -333,10 +333,11 @@ def test_policy_candidates_are_ranked_and_vetoed_by_the_world_model(start_node, 
         for k in range(2):
             chunk = ActionChunk(chunk_id=f"p{k}", source="test_policy", space=ActionChunk.SPACE_END_EFFECTOR)
             pose = PoseMsg()
-            pose.position.x, pose.position.y, pose.position.z = 0.4, 0.05 * k, 0.2
+            pose.position.x, pose.position.y, pose.position.z = 0.4, 0.02 * k, 0.025 + 0.15   # above the cube
             pose.orientation.x = 1.0
             chunk.ee_poses = [pose]
             chunk.ee_times = [Duration(sec=1)]
+            chunk.gripper_command = ActionChunk.GRIPPER_OPEN
             res.candidates.candidates.append(chunk)
             res.candidates.scores.append(0.5)
         res.success = True
@@ -361,10 +362,11 @@ def test_policy_candidates_are_ranked_and_vetoed_by_the_world_model(start_node, 
     handle = h.send_accepted("put the red cube in the tray", task_id="t-wm")
     assert spin_until(ros_node, lambda: h.help, 60.0), supervisor.log()[-3000:]
     log = supervisor.log()
-    assert "veto_all at approach" in log and "world model chose candidate 1 of 2" in log, log[-3000:]
+    assert "veto_all at approach" in log and "world model chose candidate 1 of 6" in log, log[-3000:]
+    assert "2 of 2 policy chunk(s) reach the subgoal" in log
     assert proposals and all(g == "put red_cube in tray" for g in proposals)
-    assert evaluations[0] == ["policy:test_policy", "policy:test_policy"]
-    assert sent and sent[0].source == "policy:test_policy" and sent[0].ee_poses[0].position.y == pytest.approx(0.05)
+    assert evaluations[0] == ["policy:test_policy", "policy:test_policy"] + ["supervisor_planner"] * 4
+    assert sent and sent[0].source == "policy:test_policy" and sent[0].ee_poses[0].position.y == pytest.approx(0.02)
     assert sent[0].attempt == 2                                   # the veto's re-plan is the second attempt
     h.human.publish(HumanFeedback(request_id=h.help[-1].request_id, kind=HumanFeedback.KIND_ABORT, response="abort"))
     assert h.result(handle, 30.0).result.outcome == "aborted"
@@ -459,12 +461,11 @@ def test_cube_moved_during_the_approach_is_caught_and_the_task_recovers(stack, r
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.skipif(not os.environ.get("HARNESS_FULL_HARNESS_TEST"),
-                    reason="known open (issue #12): with the latent policy and the world model on, the task does "
-                           "not yet finish reliably within 300 s; HARNESS_FULL_HARNESS_TEST=1 runs it")
 def test_full_harness_with_the_world_model_and_the_latent_policy(start_node, ros_node, tmp_path):
     """Everything on: the latent policy proposes, the world model ranks (and may veto), the planner
-    fills in where the policy refuses; the task succeeds, judged from ground truth."""
+    fills in where the policy refuses or proposes nothing that reaches the subgoal; the task
+    succeeds, judged from ground truth. (It used to run the policy's short delta chunks as whole
+    subgoals, miss the grasp, spend the budget and wait for a human: it did not finish in 300 s.)"""
     nodes = {
         "sim": start_node("harness_nodes.sim.node", "sim.yaml"),
         "router": start_node("harness_nodes.router.node", "router.yaml", use_sim_time=True),
@@ -483,5 +484,5 @@ def test_full_harness_with_the_world_model_and_the_latent_policy(start_node, ros
     assert res.status == GoalStatus.STATUS_SUCCEEDED, (res.result.message, log[-6000:])
     assert spin_until(ros_node, h.in_tray, 10.0)
     assert "world model chose candidate" in log
-    assert "from policy executed" in log or "policy refused" in log, log[-6000:]   # the policy was asked
+    assert "from policy executed" in log or "policy refused" in log or "policy proposed" in log, log[-6000:]   # the policy was asked
     assert all(n.alive() for n in nodes.values())

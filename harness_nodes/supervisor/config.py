@@ -15,7 +15,8 @@ class SupervisorParameters(BaseModel):
         "use_policy", "use_world_model", "use_memory_validity", "use_viewpoint", "use_recovery", "use_escalation",
         "num_candidates", "min_confidence", "retries_per_subgoal", "retries_per_task", "look_timeout",
         "verify_timeout", "grasp_check_timeout", "moved_tolerance", "service_timeout", "policy_timeout",
-        "world_model_timeout", "ack_timeout", "gripper_empty_width", "gripper_open_width", "chunk_timeout", "hold_timeout", "help_timeout", "task_timeout"})
+        "world_model_timeout", "ack_timeout", "gripper_empty_width", "gripper_open_width", "chunk_timeout", "hold_timeout", "help_timeout", "task_timeout",
+        "policy_reach_tolerance", "surprise_threshold", "surprise_wait"})
     # ablation switches
     use_policy: bool = Field(True, description="ask the latent-action policy for candidates (else the planner)")
     use_world_model: bool = Field(True, description="let the world model rank and veto candidates")
@@ -33,6 +34,12 @@ class SupervisorParameters(BaseModel):
     retries_per_subgoal: int = Field(2, ge=0, le=20)
     retries_per_task: int = Field(4, ge=0, le=100, description="when the goal's max_attempts is 0")
     moved_tolerance: float = Field(0.03, gt=0.0, le=1.0, description="m a belief may move under the plan")
+    policy_reach_tolerance: float = Field(0.03, gt=0.0, le=1.0,
+                                          description="m from the subgoal's target a policy chunk must end to be used")
+    surprise_threshold: float = Field(0.05, ge=0.0, le=10.0, description="m between the world model's prediction "
+                                      "and memory for the task object after a chunk: failure cue; 0 = off")
+    surprise_wait: float = Field(2.0, gt=0.0, le=60.0, description="s to wait for the world model's surprise "
+                                 "after the approach (it comes with memory's next snapshot)")
     # bounds (wall s): every wait on another node ends
     look_timeout: float = Field(15.0, gt=0.0, le=600.0, description="for a trustworthy belief after a re-check")
     verify_timeout: float = Field(10.0, gt=0.0, le=600.0)
@@ -68,6 +75,7 @@ class SupervisorParameters(BaseModel):
     joint_states_topic: str = Field("joint_states", min_length=1, max_length=256)
     policy_service: str = Field("latent_policy/propose_actions", min_length=1, max_length=256)
     world_model_service: str = Field("harness/world_model/evaluate", min_length=1, max_length=256)
+    surprise_topic: str = Field("harness/world_model/surprise", min_length=1, max_length=256)
     router_node: str = Field("controller_router", min_length=1, max_length=256,
                              description="its <name>/change_state holds the arm (deactivate, then activate)")
 
@@ -90,4 +98,6 @@ class SupervisorParameters(BaseModel):
             use_recovery=self.use_recovery, use_escalation=self.use_escalation, num_candidates=self.num_candidates,
             min_confidence=self.min_confidence, look_timeout=self.look_timeout, moved_tolerance=self.moved_tolerance,
             grasp_check_timeout=self.grasp_check_timeout, verify_timeout=self.verify_timeout,
-            retries_per_subgoal=self.retries_per_subgoal, retries_per_task=self.retries_per_task)
+            retries_per_subgoal=self.retries_per_subgoal, retries_per_task=self.retries_per_task,
+            policy_reach_tolerance=self.policy_reach_tolerance, surprise_threshold=self.surprise_threshold,
+            surprise_wait=self.surprise_wait)

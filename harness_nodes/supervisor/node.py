@@ -18,6 +18,8 @@ Subscribes
   harness/human_feedback  robot_harness/HumanFeedback      answers to help requests, unsolicited notes
   harness/observations    robot_harness/SceneObservation   latest scene, handed to the policy
   joint_states            sensor_msgs/JointState           handed to the policy and the world model
+  harness/world_model/surprise  robot_harness/WorldModelSurprise  predicted vs remembered object positions
+                                                           after our chunks: a high one is a failure cue
 Clients
   harness/memory/query, harness/memory/assert          beliefs; human answers kept as text facts
   latent_policy/propose_actions (ProposeActions)       candidates (`use_policy`)
@@ -43,7 +45,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -61,6 +63,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 
 from harness_nodes.common.callbacks import guarded
+from harness_nodes.common.kinematics import ArmKinematics
 from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.node_main import run_node
 from harness_nodes.common.params import declare_and_load
@@ -70,11 +73,12 @@ from harness_nodes.supervisor.config import SupervisorParameters
 from harness_nodes.supervisor.planner import Belief, Candidate, PlannerConfig, Planner, waypoint_times
 from harness_nodes.supervisor.recovery import FailureType, Subgoal
 from harness_nodes.supervisor.runner import (Answer, Evaluation, ExecResult, HelpQuestion, NodeLost, RunState,
-                                             TaskRunner)
+                                             TaskMetrics, TaskRunner)
 from harness_nodes.supervisor.task import Task, TaskError, parse_task
 from robot_harness.action import ExecuteTask
 from robot_harness.msg import (ActionChunk, ExecutionFeedback, HarnessStatus, HelpRequest, HumanFeedback,
-                               MemoryEvent, MemoryFact, MemorySnapshot, SceneObservation, ViewpointRequest)
+                               MemoryEvent, MemoryFact, MemorySnapshot, SceneObservation, ViewpointRequest,
+                               WorldModelSurprise)
 from robot_harness.srv import AssertFact, EvaluateCandidates, ProposeActions, QueryMemory
 
 NODE_NAME = "supervisor"
@@ -107,6 +111,9 @@ MAX_JOINTS = 64            # joint state entries handed on (a longer one is drop
 EVENTS_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 # Subgoals a contradiction of the object's belief interrupts: the arm is heading for where it was.
 INTERRUPTIBLE = (Subgoal.APPROACH,)
+MAX_SURPRISES = 256        # chunk ids whose surprise is remembered
+MAX_SURPRISE_SUBJECTS = 64
+MAX_STEPS_IN_RESULT = 400  # step lines in the action result (the newest)
 
 
 class FeedbackInput(BaseModel):
@@ -132,7 +139,11 @@ class Supervisor(Node):
         self.io_group = ReentrantCallbackGroup()                 # subscriptions, service answers
         self.task_group = MutuallyExclusiveCallbackGroup()       # the running task
         self.planner = Planner(PlannerConfig())
-        self.gripper = load_robot_description(p.robot).gripper
+        description = load_robot_description(p.robot)
+        self.gripper = description.gripper
+        self.arm_joints = list(description.arm.joint_names)
+        self.kinematics = ArmKinematics.from_description(description)
+        self.kinematics_lock = threading.Lock()
 
         self.command_pub = self.create_publisher(ActionChunk, p.command_topic, RELIABLE)
         self.heartbeat_pub = self.create_publisher(Header, p.heartbeat_topic, HEARTBEAT_QOS)
@@ -153,6 +164,8 @@ class Supervisor(Node):
                                  RELIABLE, callback_group=self.io_group)
         self.create_subscription(JointState, p.joint_states_topic, guarded(self, self._on_joint_state),
                                  JOINT_STATE_QOS, callback_group=self.io_group)
+        self.create_subscription(WorldModelSurprise, p.surprise_topic, guarded(self, self._on_surprise),
+                                 RELIABLE, callback_group=self.io_group)
 
         prefix = p.memory_service_prefix.rstrip("/")
         self.query_client = self.create_client(QueryMemory, f"{prefix}/query", callback_group=self.io_group)
@@ -177,6 +190,7 @@ class Supervisor(Node):
                           callback_group=self.timers_group)
 
         self.contradicted: dict[str, tuple[float, str]] = {}   # subject -> (monotonic s, reason)
+        self.surprises: OrderedDict[str, dict[str, float]] = OrderedDict()   # chunk_id -> subject -> m
         self.known_objects: set[str] = set()
         self.snapshot_facts: list[MemoryFact] = []
         self.joint_state: JointState | None = None
@@ -225,6 +239,33 @@ class Supervisor(Node):
                 self.contradicted[msg.subject] = (time.monotonic(), _short(msg.reason, 200))
                 while len(self.contradicted) > MAX_OPEN_HELP:
                     self.contradicted.pop(next(iter(self.contradicted)))
+
+    def _on_surprise(self, msg: WorldModelSurprise) -> None:
+        """Keep the surprise per chunk id (only finite, consistent reports; others counted and dropped)."""
+        subjects, values = list(msg.subjects), list(msg.surprise)
+        if (len(msg.chunk_id) > 2 * MAX_REQUEST_ID or len(subjects) != len(values)
+                or len(subjects) > MAX_SURPRISE_SUBJECTS or any(len(s) > MAX_REQUEST_ID for s in subjects)
+                or not all(math.isfinite(v) and 0.0 <= v < 1e3 for v in values)):
+            self.counts["surprise_refused"] += 1
+            return
+        with self.lock:
+            self.surprises[msg.chunk_id] = dict(zip(subjects, (float(v) for v in values)))
+            self.surprises.move_to_end(msg.chunk_id)
+            while len(self.surprises) > MAX_SURPRISES:
+                self.surprises.popitem(last=False)
+
+    def tool_position(self) -> tuple[float, float, float] | None:
+        """The tool's position (world) from the newest joint state, None when the arm is not in it."""
+        js = self.joint_state
+        if js is None:
+            return None
+        pos = dict(zip(js.name, js.position))
+        q = [pos.get(j, math.nan) for j in self.arm_joints]
+        if not all(math.isfinite(v) for v in q):
+            return None
+        with self.kinematics_lock:
+            t = self.kinematics.fk(q).translation
+        return float(t[0]), float(t[1]), float(t[2])
 
     def _on_observation(self, msg: SceneObservation) -> None:
         self.scene = msg           # handed to the policy as it came: the policy validates its request
@@ -355,6 +396,7 @@ class Supervisor(Node):
             outcome = runner.run()
             result.success, result.outcome = outcome.success, outcome.outcome
             result.attempts, result.message = int(outcome.attempts), outcome.message[:MAX_TEXT]
+            self._fill_metrics(result, outcome.metrics, outcome.steps)
         except TaskError as exc:
             result.success, result.outcome, result.attempts = False, "failed", 0
             result.message = f"goal no longer valid: {exc}"
@@ -373,6 +415,15 @@ class Supervisor(Node):
         else:
             goal_handle.abort()
         return result
+
+    @staticmethod
+    def _fill_metrics(result, m: TaskMetrics, steps: list[str]) -> None:
+        result.retries, result.escalations, result.vetoes = int(m.retries), int(m.escalations), int(m.vetoes)
+        result.false_vetoes, result.stale_fact_uses = int(m.false_vetoes), int(m.stale_fact_uses)
+        result.re_observations, result.surprises = int(m.re_observations), int(m.surprises)
+        result.policy_chunks, result.planner_chunks = int(m.policy_executed), int(m.planner_executed)
+        result.decision_latency_ms = [float(v) for v in m.decision_latency_ms[-1000:]]
+        result.steps = [line[:MAX_TEXT] for line in steps[-MAX_STEPS_IN_RESULT:]]
 
     # ------------------------------------------------------------------ helpers for the ports
     def call(self, client, request, timeout: float, name: str, wait_for_server: bool = True):
@@ -437,6 +488,8 @@ class NodePorts:
         self.last_target = None
         self.help_count = 0
         self.object_id = ""          # the task's object: the only thing the supervisor ever grips
+        self.evaluated_ids: dict[int, str] = {}   # id(candidate) -> chunk id the world model predicted
+        self.predicted_sent: set[str] = set()     # chunk ids sent that the world model has a prediction for
 
     # -- memory
     def beliefs(self, subjects: list[str]) -> dict[str, Belief]:
@@ -512,8 +565,25 @@ class NodePorts:
             return []
         c = res.candidates
         scores = list(c.scores) if len(c.scores) == len(c.candidates) else [0.0] * len(c.candidates)
-        return [Candidate(name=f"policy{k}", source="policy", payload=chunk, score=float(s))
+        tool = self.node.tool_position()
+        return [Candidate(name=f"policy{k}", source="policy", payload=chunk, score=float(s),
+                          positions=self._end_point(chunk, tool), gripper=int(chunk.gripper_command))
                 for k, (chunk, s) in enumerate(zip(c.candidates, scores))]
+
+    @staticmethod
+    def _end_point(chunk: ActionChunk, tool) -> tuple:
+        """Where a policy chunk leaves the tool (world), for the subgoal screen; () when unknown."""
+        if not chunk.ee_poses:
+            return ()
+        last = chunk.ee_poses[-1].position
+        end = (last.x, last.y, last.z)
+        if chunk.space == ActionChunk.SPACE_END_EFFECTOR_DELTA:
+            if tool is None:
+                return ()
+            end = tuple(t + d for t, d in zip(tool, end))
+        elif chunk.space != ActionChunk.SPACE_END_EFFECTOR:
+            return ()
+        return (tuple(float(v) for v in end),) if all(math.isfinite(v) for v in end) else ()
 
     def evaluate(self, task: Task, candidates: list[Candidate]) -> Evaluation:
         client = self.node.world_model_client
@@ -525,13 +595,35 @@ class NodePorts:
         if self.node.joint_state is not None:
             req.joint_state = self.node.joint_state
         with self.node.lock:
-            req.facts = [f for f in self.node.snapshot_facts if f.kind == MemoryFact.KIND_VISUAL][:256]
-        req.candidates = [self.node.chunk_msg(c, 0, Subgoal.VERIFY, start or self._start(c)) for c in candidates]
+            # current beliefs only: a superseded (contradicted) copy would put the object where it was
+            req.facts = [f for f in self.node.snapshot_facts if f.kind == MemoryFact.KIND_VISUAL
+                         and f.state in (MemoryFact.STATE_VALID, MemoryFact.STATE_STALE)][:256]
+        state = self.node.run_state
+        subgoal = Subgoal(state.subtask) if state.subtask in Subgoal._value2member_map_ else Subgoal.VERIFY
+        req.candidates = [self.node.chunk_msg(c, state.attempt, subgoal, start or self._start(c)) for c in candidates]
         res = self.node.call(client, req, self.params.world_model_timeout, "world_model", wait_for_server=False)
         if not res.success:
             return Evaluation(0, f"world model could not evaluate ({_short(res.message, 200)}): first candidate")
+        # the chosen chunk is sent under the id the world model predicted it with: its surprise follows
+        self.evaluated_ids = {id(c): m.chunk_id for c, m in zip(candidates, req.candidates)}
         worst = [f"{k}: {', '.join(p.violations[:3])}" for k, p in enumerate(res.predictions) if p.violations]
-        return Evaluation(int(res.best_index), "; ".join(worst)[:500])
+        vetoed = tuple(k for k, p in enumerate(res.predictions) if p.violations)
+        return Evaluation(int(res.best_index), "; ".join(worst)[:500], vetoed)
+
+    def surprise(self, chunk_id: str, subject: str, timeout: float) -> float | None:
+        """The world model's surprise (m) about `subject` after chunk `chunk_id`, waiting at most
+        `timeout` s for it; None when none came (not predicted, or the subject not compared)."""
+        if chunk_id not in self.predicted_sent:
+            return None                      # sent under a new id (a resend): the world model has nothing to compare
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.node.lock:
+                found = self.node.surprises.get(chunk_id)
+            if found is not None:
+                return found.get(subject)
+            if time.monotonic() >= deadline or self.cancelled():
+                return None
+            time.sleep(WAIT_STEP)
 
     # -- the arm
     def _start(self, candidate: Candidate):
@@ -542,8 +634,13 @@ class NodePorts:
         node = self.node
         start = self.last_target if self.last_target is not None else self._start(candidate)
         deadline = time.monotonic() + self.params.chunk_timeout
+        evaluated_id = self.evaluated_ids.pop(id(candidate), "")
+        self.evaluated_ids.clear()
         while True:
             chunk = node.chunk_msg(candidate, attempt, subgoal, start)
+            if evaluated_id:
+                chunk.chunk_id, evaluated_id = evaluated_id, ""   # only the first send: a resend is new content
+                self.predicted_sent.add(chunk.chunk_id)
             with node.lock:
                 node.sent_ids.add(chunk.chunk_id)
                 if len(node.sent_ids) > MAX_CHUNK_IDS:
@@ -559,7 +656,8 @@ class NodePorts:
                     return ExecResult(False, cancelled=True, message="cancelled")
                 with node.lock:
                     fb = node.feedback.get(chunk.chunk_id)
-                    moved = node.contradicted.get(self.object_id) if subgoal in INTERRUPTIBLE else None
+                    moved = (node.contradicted.get(self.object_id)
+                             if subgoal in INTERRUPTIBLE and self.params.use_memory_validity else None)
                 if moved is not None and moved[0] > sent_at and (fb is None or fb.status not in TERMINAL):
                     self.hold(f"'{self.object_id}' contradicted while approaching it: {moved[1]}")
                     return ExecResult(False, FailureType.OBJECT_MOVED,
@@ -585,12 +683,12 @@ class NodePorts:
         if fb.status == ExecutionFeedback.STATUS_SUCCEEDED:
             if not candidate.delta and candidate.positions:
                 self.last_target = list(candidate.positions[-1])
-            return ExecResult(True, message=fb.message)
+            return ExecResult(True, message=fb.message, chunk_id=chunk.chunk_id)
         kind = FAILURE_TYPES.get(fb.failure, FailureType.TIMEOUT)
         status = {ExecutionFeedback.STATUS_FAILED: "failed", ExecutionFeedback.STATUS_REJECTED: "rejected",
                   ExecutionFeedback.STATUS_HELD: "held"}.get(fb.status, str(fb.status))
         return ExecResult(False, kind, f"router {status} '{chunk.chunk_id}' (failure {fb.failure}): "
-                                       f"{_short(fb.message, 300)}")
+                                       f"{_short(fb.message, 300)}", chunk_id=chunk.chunk_id)
 
     def hold(self, reason: str) -> bool:
         """Hold the arm through the router: deactivate (stop at the measured position, chunk HELD),

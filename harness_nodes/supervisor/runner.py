@@ -6,6 +6,16 @@ from memory; on a typed failure recover within the retry budget, else escalate t
 Pure: everything outside goes through `Ports` (the node implements it over ROS; unit tests with
 in-process doubles). Every port call is bounded by the port; a port that gets no answer in time
 raises `NodeLost`, and the runner then holds the arm and records a NODE_LOST failure.
+
+Candidates: the policy's proposals are screened against the subgoal (a chunk that does not end
+within `policy_reach_tolerance` of the subgoal's target, or commands the wrong gripper action, does
+not achieve the subgoal); the admitted ones and the planner's variants go to the world model
+together, so a weak policy is asked every time but only acts when it proposes something that does
+the job. After the approach chunk, the world model's surprise about the task object (predicted vs
+remembered position) above `surprise_threshold` is an OBJECT_MOVED failure (look again).
+
+Metrics (`TaskMetrics`, in the Outcome and the action result) count what the supervisor itself
+can know; see the class docstring for each definition.
 """
 from __future__ import annotations
 
@@ -25,6 +35,10 @@ HELP_OPTIONS = ["retry", "skip", "abort", "object_is_at <x> <y> <z>"]
 POSITION = re.compile(r"(-?\d+(?:\.\d+)?)[\s,]+(-?\d+(?:\.\d+)?)[\s,]+(-?\d+(?:\.\d+)?)")
 HUMAN_POSITION_LIMIT = 2.0      # m from the base: a corrected position further away is not understood
 ESSENTIAL_NODES = ("memory", "router")   # without these the task cannot go on: escalate at once
+# Subgoals after which the world model's surprise about the task object is a failure cue: the
+# object must not move while the arm approaches it. Later the object is carried and released, where
+# the prediction of where it lands is coarser than the belief checks that verify those subgoals.
+SURPRISE_CHECKED = (Subgoal.APPROACH,)
 
 
 class NodeLost(Exception):
@@ -49,12 +63,50 @@ class ExecResult:
     failure: FailureType | None = None
     message: str = ""
     cancelled: bool = False
+    chunk_id: str = ""            # the id the router executed (surprise is reported per chunk id)
 
 
 @dataclass
 class Evaluation:
     best_index: int               # -1: every candidate vetoed
     message: str = ""
+    vetoed: tuple[int, ...] = ()  # indices of the candidates the world model vetoed
+
+
+@dataclass
+class TaskMetrics:
+    """What the supervisor counts for one task (ablation studies read these from the result).
+
+    retries            recoveries started (retries spent from the budget) and human "retry" answers
+    escalations        help requests sent
+    vetoes             candidates the world model vetoed (each candidate of each evaluation)
+    false_vetoes       vetoes the harness later saw to be wrong: a vetoed chunk (same source, end
+                       point to 1 cm, orientation and gripper action) executed afterwards at the same
+                       subgoal and succeeded; other vetoed chunks never run, so this is a lower bound
+    stale_fact_uses    chunks sent for approach or grasp while memory's belief about the task object,
+                       queried just before sending, was not trustworthy (stale, invalid, contradicted
+                       or below min_confidence) or had moved more than moved_tolerance from the belief
+                       the chunk was planned on; only possible with memory validity switched off or
+                       when the belief changes between the check and the send
+    re_observations    re-check requests sent to perception (viewpoints asked for)
+    surprises          chunks after which the world model's surprise about the task object was
+                       above surprise_threshold (each one a failure cue)
+    policy_proposed, policy_admitted, policy_executed, planner_executed: where chunks came from
+    decision_latency_ms  per motion decision: from the memory query that starts it (observation)
+                       to the chunk handed to the router (command), world-model check included
+    """
+    retries: int = 0
+    escalations: int = 0
+    vetoes: int = 0
+    false_vetoes: int = 0
+    stale_fact_uses: int = 0
+    re_observations: int = 0
+    surprises: int = 0
+    policy_proposed: int = 0
+    policy_admitted: int = 0
+    policy_executed: int = 0
+    planner_executed: int = 0
+    decision_latency_ms: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +143,7 @@ class Outcome:
     attempts: int
     message: str
     steps: list[str] = field(default_factory=list)
+    metrics: TaskMetrics = field(default_factory=TaskMetrics)
 
 
 class Ports(Protocol):
@@ -105,6 +158,7 @@ class Ports(Protocol):
     def remember_position(self, subject: str, position: tuple) -> None: ...
     def report(self, state: RunState) -> None: ...
     def log(self, line: str) -> None: ...
+    def surprise(self, chunk_id: str, subject: str, timeout: float) -> float | None: ...
     def cancelled(self) -> bool: ...
     def sleep(self, seconds: float) -> None: ...
     def now(self) -> float: ...
@@ -129,6 +183,17 @@ class RunnerConfig:
     retries_per_subgoal: int = 2
     retries_per_task: int = 4
     regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
+    policy_reach_tolerance: float = 0.03   # m: a policy chunk must end this close to the subgoal's target
+    #                                    (and command the same gripper action as the planner's chunk)
+    surprise_threshold: float = 0.05   # m the task object may be from the world model's prediction; 0 = off
+    surprise_wait: float = 2.0         # s to wait for the world model's surprise after a chunk
+
+
+def _signature(c: Candidate) -> tuple:
+    """What a chunk does, coarsely: source, end point to 1 cm, orientation, gripper action (false-veto
+    matching)."""
+    end = tuple(round(v, 2) for v in c.positions[-1]) if c.positions else ()
+    return c.source, end, tuple(round(v, 2) for v in c.quaternion), c.gripper
 
 
 def parse_position(text: str) -> tuple[float, float, float] | None:
@@ -160,6 +225,8 @@ class TaskRunner:
         self.steps: list[str] = []
         self.help_requests = 0
         self.restarts = 0             # recoveries and human retries: attempt = 1 + restarts
+        self.metrics = TaskMetrics()
+        self.vetoed_signatures: dict[Subgoal, set] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -184,7 +251,9 @@ class TaskRunner:
     def _finish(self, success: bool, outcome: str, message: str) -> Outcome:
         self._say(f"task {outcome}: {message}")
         self._report("done", progress=1.0 if success else self.state.progress)
-        return Outcome(success, outcome, self.attempt, message, list(self.steps))
+        self.metrics.retries = self.restarts
+        self.metrics.escalations = self.help_requests
+        return Outcome(success, outcome, self.attempt, message, list(self.steps), self.metrics)
 
     def _check_cancel(self) -> None:
         if self.ports.cancelled():
@@ -252,6 +321,7 @@ class TaskRunner:
     def _step(self, subgoal: Subgoal) -> Failure | None:
         if subgoal is Subgoal.LOOK:
             return self._look()
+        observed = self.ports.now()
         if subgoal in (Subgoal.APPROACH, Subgoal.GRASP):
             moved = self._object_moved(subgoal)
             if moved:
@@ -261,15 +331,61 @@ class TaskRunner:
         chosen = self._choose(subgoal, candidates)
         if isinstance(chosen, Failure):
             return chosen
+        if subgoal in (Subgoal.APPROACH, Subgoal.GRASP):
+            moved = self._object_moved(subgoal)     # again: memory may have learnt more while candidates were ranked
+            if moved:
+                return moved
+            self._count_stale_use(subgoal)
         self._report("execute", subgoal)
+        self.metrics.decision_latency_ms.append(round(1000.0 * (self.ports.now() - observed), 2))
         result = self.ports.execute(chosen, self.attempt, subgoal)
         if result.cancelled:
             raise Cancelled(held=True)
         if not result.ok:
             return Failure(result.failure or FailureType.TIMEOUT, subgoal, result.message)
+        if chosen.source == "policy":
+            self.metrics.policy_executed += 1
+        else:
+            self.metrics.planner_executed += 1
+        if _signature(chosen) in self.vetoed_signatures.get(subgoal, set()):
+            self.metrics.false_vetoes += 1
+            self._say(f"{subgoal.value}: a chunk the world model had vetoed ran and succeeded (false veto)")
         self._say(f"{subgoal.value}: '{chosen.name}' from {chosen.source} executed (attempt {self.attempt})")
         self._report("verify", subgoal)
-        return self._verify(subgoal)
+        return self._verify(subgoal) or self._surprised(subgoal, result.chunk_id)
+
+    def _count_stale_use(self, subgoal: Subgoal) -> None:
+        """Is the chunk about to be sent based on a belief that is not trustworthy right now?"""
+        now = self.ports.beliefs([self.task.object_id]).get(self.task.object_id)
+        if now is None or now.held or self.obj is None:
+            return
+        why = ""
+        if not now.trustworthy(self.config.min_confidence):
+            why = f"belief state {now.state}, confidence {now.confidence:.2f}"
+        elif self.planner.moved(self.obj, now, self.config.moved_tolerance):
+            why = f"belief moved to {[round(v, 3) for v in now.position]}"
+        if why:
+            self.metrics.stale_fact_uses += 1
+            self._say(f"{subgoal.value}: acting on a belief about '{now.subject}' that is not current ({why})")
+
+    def _surprised(self, subgoal: Subgoal, chunk_id: str) -> Failure | None:
+        """The world model's surprise about the task object after the chunk, as a failure cue."""
+        if not (subgoal in SURPRISE_CHECKED and self._world_model_on() and self.config.surprise_threshold > 0
+                and chunk_id):
+            return None
+        if self._holding():
+            return None     # a carried object follows the gripper: the grasp and slip checks cover it
+        distance = self.ports.surprise(chunk_id, self.task.object_id, self.config.surprise_wait)
+        if distance is None or distance <= self.config.surprise_threshold:
+            return None
+        self.metrics.surprises += 1
+        return Failure(FailureType.OBJECT_MOVED, subgoal,
+                       f"world model surprised: '{self.task.object_id}' {distance:.3f} m from where it predicted "
+                       f"after '{chunk_id}' (threshold {self.config.surprise_threshold:.3f} m)")
+
+    def _recheck(self, reason: str) -> None:
+        self.metrics.re_observations += 1
+        self.ports.request_recheck([self.task.object_id], reason)
 
     def _belief_pair(self) -> tuple[Belief | None, Belief | None]:
         b = self.ports.beliefs([self.task.object_id, self.task.destination])
@@ -298,7 +414,7 @@ class TaskRunner:
             now = self.ports.now()
             if self.config.use_viewpoint and now - last_ask >= self.config.recheck_period:
                 why = "no belief" if obj is None else f"belief state {obj.state}, confidence {obj.confidence:.2f}"
-                self.ports.request_recheck([self.task.object_id], f"supervisor needs '{self.task.object_id}': {why}")
+                self._recheck(f"supervisor needs '{self.task.object_id}': {why}")
                 if last_ask == -math.inf:
                     self._say(f"look: '{self.task.object_id}' not trustworthy ({why}): re-check requested")
                 last_ask = now
@@ -309,10 +425,13 @@ class TaskRunner:
             self._wait(self.config.poll_period)
 
     def _object_moved(self, subgoal: Subgoal) -> Failure | None:
+        """Has the belief the plan was made on changed? (Memory validity off: the plan is not re-checked.)"""
+        if not self.config.use_memory_validity:
+            return None
         now = self.ports.beliefs([self.task.object_id]).get(self.task.object_id)
         if now is None:
             return Failure(FailureType.OBJECT_MOVED, subgoal, f"memory no longer believes '{self.task.object_id}' exists")
-        if self.config.use_memory_validity and now.state in (STATE_INVALID, STATE_CONTRADICTED) and not now.held:
+        if now.state in (STATE_INVALID, STATE_CONTRADICTED) and not now.held:
             return Failure(FailureType.OBJECT_MOVED, subgoal, f"belief about '{now.subject}' is "
                            f"{'invalid' if now.state == STATE_INVALID else 'contradicted'}")
         if self.planner.moved(self.obj, now, self.config.moved_tolerance) and not now.held:
@@ -322,12 +441,31 @@ class TaskRunner:
         return None
 
     def _candidates(self, subgoal: Subgoal) -> list[Candidate]:
-        if self.config.use_policy and "policy" not in self.lost:
-            proposed = self.ports.propose(self.task, subgoal, self.config.num_candidates)
-            if proposed:
-                return proposed
         count = self.config.num_candidates if self._world_model_on() else 1
-        return self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset)
+        planned = self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset)
+        if not (self.config.use_policy and "policy" not in self.lost):
+            return planned
+        proposed = self.ports.propose(self.task, subgoal, self.config.num_candidates)
+        if not proposed:
+            return planned
+        self.metrics.policy_proposed += len(proposed)
+        target = planned[0]
+        admitted, closest = [], math.inf
+        for c in proposed:
+            if not c.positions:
+                continue
+            gap = float(math.dist(c.positions[-1], target.positions[-1]))
+            closest = min(closest, gap)
+            if gap <= self.config.policy_reach_tolerance and c.gripper == target.gripper:
+                admitted.append(c)
+        self.metrics.policy_admitted += len(admitted)
+        if not admitted:
+            self._say(f"{subgoal.value}: policy proposed {len(proposed)} chunk(s), none reaches the subgoal "
+                      f"(closest ends {closest:.3f} m from its target): planner candidates")
+            return planned
+        self._say(f"{subgoal.value}: {len(admitted)} of {len(proposed)} policy chunk(s) reach the subgoal; "
+                  f"ranked with {len(planned)} planner candidate(s)")
+        return admitted + (planned if self._world_model_on() else [])
 
     def _world_model_on(self) -> bool:
         return self.config.use_world_model and "world_model" not in self.lost
@@ -337,6 +475,12 @@ class TaskRunner:
             return max(candidates, key=lambda c: c.score) if any(c.score for c in candidates) else candidates[0]
         self._report("evaluate", subgoal)
         ev = self.ports.evaluate(self.task, candidates)
+        vetoed = [candidates[k] for k in ev.vetoed if 0 <= k < len(candidates)]
+        self.metrics.vetoes += len(vetoed)
+        self.vetoed_signatures.setdefault(subgoal, set()).update(_signature(c) for c in vetoed)
+        if vetoed:
+            self._say(f"{subgoal.value}: world model vetoed {len(vetoed)} of {len(candidates)} candidate(s)"
+                      + (f": {ev.message}" if ev.message else ""))
         if ev.best_index < 0 or ev.best_index >= len(candidates):
             return Failure(FailureType.VETO_ALL, subgoal,
                            f"world model vetoed all {len(candidates)} candidate(s): {ev.message}")
@@ -365,7 +509,7 @@ class TaskRunner:
             return None if ok else Failure(FailureType.SLIP, subgoal, f"'{oid}' no longer in the gripper")
         if subgoal is Subgoal.VERIFY:
             if self.config.use_viewpoint:
-                self.ports.request_recheck([oid], f"supervisor verifies '{oid}' at '{self.task.destination}'")
+                self._recheck(f"supervisor verifies '{oid}' at '{self.task.destination}'")
             b, ok = self._wait_for(lambda b: self.planner.placed(self.task, b, self.dest), self.config.verify_timeout)
             if ok:
                 self._say(f"verify: '{oid}' believed at {[round(v, 3) for v in b.position]}: in place")
@@ -391,7 +535,7 @@ class TaskRunner:
                 self.yaw_offset = (1 if k % 2 else -1) * self.config.regrasp_yaw_step * ((k + 1) // 2)
                 self._say(f"recovery: next grasp with wrist yaw offset {self.yaw_offset:+.2f} rad")
             if recovery in (Recovery.LOOK_AGAIN, Recovery.REPLAN_FRESH, Recovery.REGRASP) and self.config.use_viewpoint:
-                self.ports.request_recheck([self.task.object_id], f"recovery from {failure.type.value}")
+                self._recheck(f"recovery from {failure.type.value}")
         except NodeLost as lost:
             self.lost.add(lost.node)
             self.ports.hold(str(lost))
