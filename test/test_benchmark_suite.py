@@ -78,11 +78,12 @@ def test_suite_scenarios_are_the_sims_plus_moved():
     assert set(suite.SCENARIOS) == set(SIM_SCENARIOS) | {"moved"}
 
 
-def test_suite_names_match_the_episode_runner():
-    runner = pytest.importorskip("harness_nodes.episodes.runner",
-                                 reason="the episode runner (harness_nodes/episodes) is not on this branch yet")
-    if hasattr(runner, "ABLATIONS"):
-        assert tuple(runner.ABLATIONS) == suite.ABLATIONS
+def test_suite_names_match_the_episode_runner_and_the_sim():
+    from harness_nodes.episodes import spec
+    from harness_nodes.sim.world import SCENARIOS as SIM_SCENARIOS
+
+    assert suite.ABLATIONS == spec.ABLATIONS and set(suite.SCENARIOS) == set(spec.SCENARIOS)
+    assert {s.sim_scenario for s in spec.SCENARIOS.values()} == set(SIM_SCENARIOS)
 
 
 def test_a_full_disk_is_refused_before_any_episode(tmp_path, capsys, monkeypatch):

@@ -22,19 +22,19 @@ from typing import Callable, Sequence
 
 from harness_nodes.benchmark.report import json_line, write_report
 from harness_nodes.benchmark.stats import table_stats
+from harness_nodes.episodes.spec import ABLATIONS, SCENARIOS as EPISODE_SCENARIOS
 from harness_nodes.scale import BACKENDS, RunSettings, ScaleOutError, run_jobs, summary
 from harness_nodes.sim.world import HELDOUT_SEEDS, TUNING_SEEDS
 
-# Scenarios of the suite (the sim's and the episode runner's "moved") and the ablations, cumulative
-# in this order: policy only; + world model; + memory validity; + viewpoint selection; + recovery
-# and escalation = the full harness.
-SCENARIOS = ("nominal", "moved", "occluded", "grasp_slip", "obstacle", "lookalike")
-ABLATIONS = ("policy_only", "world_model", "memory_validity", "viewpoint", "full")
+# Scenarios and ablations are the episode runner's (harness_nodes/episodes/spec.py); ablations are
+# cumulative in this order: policy only; + world model; + memory validity; + viewpoint selection;
+# + recovery and escalation = the full harness.
+SCENARIOS = tuple(EPISODE_SCENARIOS)
 ROBOTS = ("panda", "xarm6")
 SMOKE = {"scenarios": ("nominal",), "ablations": ("policy_only", "full"), "seeds": 1, "trials": 1}
 DEFAULT_WORKERS = max(1, (os.cpu_count() or 2) // 2)   # a harness episode runs a whole stack of nodes
-JOB_TIMEOUT_MARGIN = 60.0
-MIN_FREE_BYTES = 500_000_000   # recordings of one episode per scenario, plots, tables   # s a job may take beyond the episode's own timeout (process start, teardown)
+JOB_TIMEOUT_MARGIN = 60.0      # s a job may take beyond the episode's own timeout (process start, teardown)
+MIN_FREE_BYTES = 500_000_000   # recordings of one episode per scenario, plots, tables
 
 
 class SuiteError(ValueError):

@@ -45,6 +45,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("occluded", "occluded", description="the target is hidden from the scene camera"),
     Scenario("lookalike", "lookalike", description="a cube of nearly the target's colour beside it"),
     Scenario("obstacle", "obstacle", description="a tall box beside the straight path to the tray"),
+    Scenario("grasp_slip", "grasp_slip", description="the held cube slips out of the fingers after a seeded "
+             "carry distance (once per reset)"),
 )}
 
 # Where the "moved" scenario may put the target: on the table, within reach, clear of the tray and
