@@ -1,7 +1,7 @@
 """Data generation command: records simulated pick-and-place episodes in parallel worker processes
 and writes one LeRobot v3 dataset per (robot, split).
 
-    python -m harness_nodes.dataset.generate --out data/latent --panda-episodes 40 --xarm6-episodes 16
+    python -m harness_nodes.dataset.generate --out data/latent --panda-episodes 80 --xarm6-episodes 24
 
 Each episode's seed is `base_seed + n` of its split (train and held-out seeds never overlap); its
 spec (camera jitter, distractor motion, action noise, failed grasp) is drawn from that seed, so a
@@ -103,8 +103,8 @@ def _progress(total: int, label: str, enabled: bool):
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("data/latent"), help="directory of the datasets")
-    ap.add_argument("--panda-episodes", type=int, default=40)
-    ap.add_argument("--xarm6-episodes", type=int, default=16)
+    ap.add_argument("--panda-episodes", type=int, default=80)
+    ap.add_argument("--xarm6-episodes", type=int, default=24)
     ap.add_argument("--heldout-episodes", type=int, default=8, help="per held-out split (Panda)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
