@@ -5,9 +5,13 @@
 * `probe_r2`: a linear probe latent -> true tool displacement of the chunk (fit on the training
   episodes' labels, scored on held-out nominal episodes); `probe_r2_camera_jitter`: the same probe
   on held-out episodes with camera jitter and a moving distractor;
-* `decoded_r2`: the Panda decoder's action chunk vs the recorded one on held-out episodes;
-  `label_efficiency`: decoded_r2 of a decoder trained on 2.5 % of the labelled episodes / one
-  trained on all of them (success with each would take two more rollout sweeps; not measured);
+* `decoded_r2`: the Panda decoder's action chunk, from the latent the policy emits, vs the recorded
+  one on held-out episodes (and
+  `decoded_r2_without_latent`: the same decoder with the latent replaced by other pairs' latents,
+  i.e. what the belief and proprioception alone explain);
+* `label_efficiency`: success in the world with a decoder trained on 2.5 % of the training
+  episodes' labels divided by success with one trained on all of them (latent model and policy
+  unchanged; `--label-seeds` held-out seeds each), beside the two decoders' R2;
 * `phase_probe_accuracy` (linear classifier latent -> expert phase, a diagnostic) and
   `progress_correlation` (linear probe latent -> episode progress, Pearson r);
 * `panda_success`, `xarm6_success`, `xarm6_success_ratio`: the policy alone in the world
@@ -41,16 +45,26 @@ from harness_nodes.dataset.lerobot import LeRobotDataset  # noqa: E402
 from harness_nodes.latent_policy.configuration_latent_action import DecoderConfig  # noqa: E402
 from harness_nodes.latent_policy.core import LatentPolicyCore  # noqa: E402
 from harness_nodes.latent_policy.train import labelled_episodes  # noqa: E402
-from harness_nodes.latent_policy.training import (apply_linear_probe, code_statistics, fit_linear_probe,  # noqa: E402
-                                                  infer_latents, lapa_check, load_pairs, r2_score, train_decoder)
+from harness_nodes.latent_policy.training import (apply_linear_probe, belief_vectors, code_statistics,  # noqa: E402
+                                                  fit_linear_probe, infer_latents, lapa_check, load_pairs,
+                                                  policy_latents, r2_score, train_decoder)
+from harness_nodes.latent_policy.weights import save_models  # noqa: E402
 
 SUCCESS_SEEDS = 200_000      # held-out rollout seeds: never used by the generator's splits
 
 
-def decoded(core, latents, pairs) -> np.ndarray:
+def decoded(decoder, latents, pairs) -> np.ndarray:
     with torch.no_grad():
-        motion, _ = core.decoder(torch.as_tensor(latents), torch.as_tensor(pairs.states))
+        motion, _ = decoder(torch.as_tensor(latents), torch.as_tensor(pairs.states),
+                            torch.as_tensor(belief_vectors(pairs.targets)))
     return motion.numpy()
+
+
+def with_decoder(core, decoder, directory: Path) -> Path:
+    """A model directory holding the core's latent model and policy and another Panda decoder."""
+    save_models(directory, {"latent_action_model": core.lam, "policy": core.policy, "decoder_panda": decoder},
+                {k: v for k, v in core.metadata.items() if k != "files"})
+    return directory
 
 
 def _rollout(args):
@@ -145,6 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=Path, default=REPO / "models/latent_policy")
     ap.add_argument("--seeds", type=int, default=50, help="held-out rollout seeds for panda_success")
     ap.add_argument("--xarm6-seeds", type=int, default=20)
+    ap.add_argument("--label-seeds", type=int, default=20, help="held-out seeds per decoder for label_efficiency")
     ap.add_argument("--max-chunks", type=int, default=40)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plots", type=Path, default=REPO / "artifacts/latent_action")
@@ -180,20 +195,21 @@ def main(argv=None) -> int:
     print(f"linear probe latent -> displacement R2: {probe_r2:.3f} nominal, {probe_r2_jitter:.3f} with camera jitter "
           f"+ moving distractor; phase probe accuracy {phase_acc:.3f}; progress r {progress_corr:.3f}")
 
+    # decoders act on the latents the policy emits (what they decode at run time)
     truth = held.actions[..., :4]
-    decoded_r2 = r2_score(decoded(core, lat_held, held), truth)
+    pol_held = policy_latents(lam, core.policy, held)
+    decoded_r2 = r2_score(decoded(core.decoder, pol_held, held), truth)
+    shuffled = pol_held[np.random.default_rng(0).permutation(len(pol_held))]
+    decoded_r2_without_latent = r2_score(decoded(core.decoder, shuffled, held), truth)
     dec_cfg = DecoderConfig(**core.decoder.config.model_dump())
-    effs = {}
+    effs, decoders = {}, {}
     for name, frac in (("all", 1.0), ("2.5%", 0.025)):
-        mask = labelled_episodes(train, frac, None, 0)
-        dec = train_decoder(lat_train[mask], train.subset(mask), dec_cfg, 1000, 0)
-        with torch.no_grad():
-            pred = dec(torch.as_tensor(lat_held), torch.as_tensor(held.states))[0].numpy()
-        effs[name] = (r2_score(pred, truth), int(len(np.unique(train.episode[mask]))))
-    label_eff = effs["2.5%"][0] / effs["all"][0] if effs["all"][0] > 0 else float("nan")
+        subset = train.subset(labelled_episodes(train, frac, None, 0))
+        decoders[name] = train_decoder(policy_latents(lam, core.policy, subset), subset, dec_cfg, 2000, 0)
+        effs[name] = (r2_score(decoded(decoders[name], pol_held, held), truth), int(len(np.unique(subset.episode))))
     print(f"decoded R2 (default decoder, {core.metadata['metrics'].get('panda_labelled_episodes')} labelled episodes): "
-          f"{decoded_r2:.3f}; decoder on 2.5% labels ({effs['2.5%'][1]} episode(s)): {effs['2.5%'][0]:.3f}, "
-          f"on all ({effs['all'][1]}): {effs['all'][0]:.3f}")
+          f"{decoded_r2:.3f} ({decoded_r2_without_latent:.3f} with the latents shuffled); decoder on 2.5% labels "
+          f"({effs['2.5%'][1]} episode(s)): {effs['2.5%'][0]:.3f}, on all ({effs['all'][1]}): {effs['all'][0]:.3f}")
 
     hit_ms, miss_ms = step_times(core)
     print(f"policy step: {hit_ms:.2f} ms with the encoding cached, {miss_ms:.2f} ms encoding ({miss_ms / hit_ms:.1f}x)")
@@ -206,6 +222,18 @@ def main(argv=None) -> int:
     ratio = xarm_success / panda_success if panda_success > 0 else float("nan")
     print(f"policy alone in the world: panda {panda_success:.2f} over {len(panda)} held-out seeds, xarm6 "
           f"{xarm_success:.2f} over {len(xarm)} ({time.monotonic() - t0:.0f} s)")
+    label_success = {}
+    if args.label_seeds:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, dec in decoders.items():
+                runs = success_sweep(with_decoder(core, dec, Path(tmp) / name.replace("%", "pct")), "panda",
+                                     args.label_seeds, args.workers, args.max_chunks)
+                label_success[name] = float(np.mean([r["success"] for r in runs]))
+    label_eff = label_success["2.5%"] / label_success["all"] if label_success.get("all") else float("nan")
+    if label_success:
+        print(f"success with the decoder on 2.5% labels: {label_success['2.5%']:.2f}, on all labels: "
+              f"{label_success['all']:.2f} over {args.label_seeds} held-out seeds each")
     written = plots(args.plots, core.metadata.get("code_usage_history", {}), disp(held), probe_held,
                     {"panda": panda, "xarm6": xarm})
     print(f"plots: {', '.join(written)} in {args.plots.relative_to(REPO) if args.plots.is_relative_to(REPO) else args.plots}")
@@ -214,8 +242,10 @@ def main(argv=None) -> int:
         "code_usage": round(usage, 3), "perplexity": round(perplexity, 3), "codebook_size": cfg.codebook_size,
         "num_tokens": cfg.num_tokens, "lapa_closer_fraction": round(lapa["lapa_closer_fraction"], 3),
         "probe_r2": round(probe_r2, 3), "probe_r2_camera_jitter": round(probe_r2_jitter, 3),
-        "decoded_r2": round(decoded_r2, 3), "decoded_r2_2p5pct_labels": round(effs["2.5%"][0], 3),
-        "decoded_r2_all_labels": round(effs["all"][0], 3), "label_efficiency": round(label_eff, 3),
+        "decoded_r2": round(decoded_r2, 3), "decoded_r2_without_latent": round(decoded_r2_without_latent, 3),
+        "decoded_r2_2p5pct_labels": round(effs["2.5%"][0], 3), "decoded_r2_all_labels": round(effs["all"][0], 3),
+        "success_2p5pct_labels": label_success.get("2.5%"), "success_all_labels": label_success.get("all"),
+        "label_efficiency": round(label_eff, 3),
         "phase_probe_accuracy": round(phase_acc, 3), "progress_correlation": round(progress_corr, 3),
         "panda_success": panda_success, "panda_seeds": len(panda), "xarm6_success": xarm_success,
         "xarm6_seeds": len(xarm), "xarm6_success_ratio": ratio,

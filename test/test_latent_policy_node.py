@@ -194,3 +194,65 @@ def test_closed_loop_drives_the_sim_arm_through_the_router(start_node, ros_node,
     assert any(f.status == ExecutionFeedback.STATUS_SUCCEEDED for f in done), \
         [(f.status, f.message) for f in done]
     assert policy.alive()
+
+
+@pytest.mark.timeout(170)
+def test_encodings_are_reused_while_memory_keeps_them_and_not_after_the_region_changed(start_node, ros_node,
+                                                                                       tmp_path):
+    """Every frame differs (sensor noise), the arm stands still: the encoding stored in memory's
+    latent cache is reused; once a fact in its region changes, memory drops it and the policy
+    encodes afresh."""
+    from rclpy.qos import DurabilityPolicy
+
+    from robot_harness.msg import MemoryFact, MemorySnapshot, ObjectObservation, SceneObservation
+
+    start_node("harness_nodes.memory.node", "memory.yaml", db_path=str(tmp_path / "m.sqlite"), snapshot_rate=5.0,
+               cameras=["scene"])
+    proc = start_node("harness_nodes.latent_policy.node", max_observation_age=5.0)
+    feeder = Feeder(ros_node)
+    obs_pub = ros_node.create_publisher(SceneObservation, "/harness/observations", 10)
+    snapshots = []
+    ros_node.create_subscription(MemorySnapshot, "/harness/memory", snapshots.append,
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    client = ros_node.create_client(ProposeActions, "/latent_policy/propose_actions")
+    assert client.wait_for_service(timeout_sec=60.0), proc.log()
+
+    def observe(y: float) -> None:
+        msg = SceneObservation(camera="scene")
+        msg.header.stamp = ros_node.get_clock().now().to_msg()
+        msg.header.frame_id = "world"
+        msg.camera_pose.orientation.w = 1.0
+        o = ObjectObservation(object_id="red_cube", camera="scene", identity_confidence=1.0, visible_fraction=1.0)
+        o.header = msg.header
+        o.pose.position.x, o.pose.position.y, o.pose.position.z = 0.45, y, 0.025
+        o.pose.orientation.w = 1.0
+        o.position_covariance = list((np.eye(3) * 1e-5).ravel())
+        msg.objects.append(o)
+        obs_pub.publish(msg)
+
+    def latent_facts():
+        return [f for f in snapshots[-1].facts if f.kind == MemoryFact.KIND_LATENT] if snapshots else None
+
+    def propose(must_succeed: bool = True):
+        feeder.publish()
+        spin_until(ros_node, lambda: False, 0.1)
+        future = client.call_async(ProposeActions.Request(goal="put red_cube in tray", num_candidates=2))
+        assert spin_until(ros_node, future.done, 20.0)
+        res = future.result()
+        assert res.success or not must_succeed, res.message
+        return res.message if res.success else ""
+
+    assert spin_until(ros_node, lambda: (observe(0.05), spin_until(ros_node, lambda: False, 0.2))
+                      and any(f.subject == "red_cube" for f in (snapshots[-1].facts if snapshots else [])), 30.0)
+    messages = []
+    assert spin_until(ros_node, lambda: messages.append(propose(must_succeed=False)) or messages[-1], 30.0), proc.log()
+    assert "encoded" in messages[-1]
+    # stored in memory, then reused although every frame differs
+    assert spin_until(ros_node, lambda: bool(latent_facts()), 20.0), proc.log()
+    assert spin_until(ros_node, lambda: "cache hit" in (messages.append(propose()) or messages[-1]), 20.0), messages
+    # the target moves 10 cm: memory drops the entries of that region; the next proposal encodes
+    observe(0.15)
+    assert spin_until(ros_node, lambda: latent_facts() == [], 20.0), [f.fact_id for f in latent_facts() or []]
+    assert "encoded" in propose()
+    assert proc.alive()

@@ -2,7 +2,7 @@
 (or as tasks on Ray, `--ray [ADDRESS]`, through harness_nodes.scale) and writes one LeRobot v3
 dataset per (robot, split).
 
-    python -m harness_nodes.dataset.generate --out data/latent --panda-episodes 40 --xarm6-episodes 16
+    python -m harness_nodes.dataset.generate --out data/latent --panda-episodes 80 --xarm6-episodes 24
     python -m harness_nodes.dataset.generate --ray                  # a local Ray instance for the run
     python -m harness_nodes.dataset.generate --ray HEAD_IP:6379    # an existing Ray cluster
 
@@ -103,8 +103,8 @@ def generate(out: Path, robot: str, split: str, episodes: int, workers: int, pro
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("data/latent"), help="directory of the datasets")
-    ap.add_argument("--panda-episodes", type=int, default=40)
-    ap.add_argument("--xarm6-episodes", type=int, default=16)
+    ap.add_argument("--panda-episodes", type=int, default=80)
+    ap.add_argument("--xarm6-episodes", type=int, default=24)
     ap.add_argument("--heldout-episodes", type=int, default=8, help="per held-out split (Panda)")
     ap.add_argument("--workers", type=int, default=None,
                     help="episodes at once (default 2 here; on a Ray cluster all its CPUs)")

@@ -21,6 +21,8 @@ class LatentActionConfig(BaseModel):
     width: int = Field(16, ge=4, le=256, description="channels of the first conv layer")
     prediction_size: int = Field(32, ge=8, le=256, description="side of the predicted later frame")
     commitment: float = Field(0.25, ge=0.0)
+    label_dim: int = Field(4, ge=1, le=8, description="dx, dy, dz, dyaw: what the labelled share teaches the code")
+    label_weight: float = Field(0.3, ge=0.0, description="weight of the labelled read-out loss (0: frames only)")
     dead_code_window: int = Field(50, ge=1, description="training steps between dead-code restarts")
     dead_code_min_fraction: float = Field(0.02, ge=0.0, le=1.0,
                                           description="usage below this fraction of uniform counts as dead")
@@ -54,7 +56,6 @@ class PolicyConfig(BaseModel):
     feature_dim: int = 128
     state_dim: int = len(STATE_NAMES)
     objects: tuple[str, ...] = CUBE_IDS
-    belief_dim: int = 4              # target position (m) + 1 if memory knows it, else zeros
     hidden: int = 256
     codebook_size: int = 8
     num_tokens: int = 3

@@ -50,6 +50,7 @@ class Proposal:
     candidates: list[Candidate]
     cache_hit: bool
     seconds: float
+    features: torch.Tensor | None = None    # the frames' encoding the candidates came from
 
 
 @dataclass
@@ -68,6 +69,9 @@ class EncodingCache:
         self.entries.move_to_end(key)
         self.hits += 1
         return value
+
+    def invalidate(self, key: str) -> bool:
+        return self.entries.pop(key, None) is not None
 
     def put(self, key: str, value) -> None:
         self.entries[key] = value
@@ -165,8 +169,10 @@ class LatentPolicyCore:
         return belief_vectors(b[None].astype(np.float32))[0]
 
     # -- inference
-    def encode(self, stacked: np.ndarray) -> tuple[torch.Tensor, bool]:
-        key = hashlib.blake2b(stacked.tobytes(), digest_size=16).hexdigest()
+    def encode(self, stacked: np.ndarray, cache_key: str | None = None) -> tuple[torch.Tensor, bool]:
+        """The frames' encoding, reused from the cache under `cache_key` (the caller vouches the scene
+        is unchanged under it) or, without one, under a digest of the frames themselves."""
+        key = cache_key or hashlib.blake2b(stacked.tobytes(), digest_size=16).hexdigest()
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
@@ -203,17 +209,20 @@ class LatentPolicyCore:
             self._combo_table = np.stack([g.reshape(-1) for g in grids], axis=1)
         return self._combo_table
 
-    def decode(self, codes: list[list[int]], state: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def decode(self, codes: list[list[int]], state: np.ndarray,
+               belief: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        n = len(codes)
         with torch.no_grad():
             latent = self.lam.quantizer.lookup(torch.as_tensor(codes)).flatten(1)
-            motion, grip_logit = self.decoder(latent, torch.as_tensor(state)[None].expand(len(codes), -1))
+            motion, grip_logit = self.decoder(latent, torch.as_tensor(state)[None].expand(n, -1),
+                                              torch.as_tensor(belief)[None].expand(n, -1))
         motion = motion.numpy()
         motion[..., :3] = np.clip(motion[..., :3], -MAX_STEP, MAX_STEP)
         motion[..., 3] = np.clip(motion[..., 3], -MAX_YAW_STEP, MAX_YAW_STEP)
         return [(latent[i].numpy(), motion[i], torch.sigmoid(grip_logit[i]).numpy()) for i in range(len(codes))]
 
     def propose(self, frames: dict[str, np.ndarray], state, goal: str, belief=None, num_candidates: int = 4,
-                rng: np.random.Generator | None = None) -> Proposal:
+                rng: np.random.Generator | None = None, cache_key: str | None = None) -> Proposal:
         """Validated inputs -> N distinct decoded candidates, best first. Raises ObservationError."""
         start = time.perf_counter()
         if not 1 <= int(num_candidates) <= 64:
@@ -222,12 +231,12 @@ class LatentPolicyCore:
         stacked = self.validate_frames(frames)
         s = self.validate_state(state)
         b = self.validate_belief(belief)
-        features, hit = self.encode(stacked)
+        features, hit = self.encode(stacked, cache_key)
         log_probs = self.distribution(features, s, self.objects.index(target), b)
         chosen = self.top_codes(log_probs, int(num_candidates), rng)
-        decoded = self.decode([c for c, _ in chosen], s)
+        decoded = self.decode([c for c, _ in chosen], s, b)
         cands = [Candidate(codes, emb, lp, motion, grip) for (codes, lp), (emb, motion, grip) in zip(chosen, decoded)]
-        return Proposal(cands, hit, time.perf_counter() - start)
+        return Proposal(cands, hit, time.perf_counter() - start, features)
 
     @property
     def chunk_duration(self) -> float:

@@ -3,9 +3,12 @@
 * `LatentActionModel`: inverse dynamics (o_t, o_t+k) -> `num_tokens` discrete codes from a shared
   codebook (vector quantisation, straight-through gradients, dead-code restarts), and a forward
   model predicting the later frame (downsampled) from the earlier one and the quantised code.
-  Trained on frames only.
-* `ActionDecoder`: one per embodiment, (quantised latent, proprioception) -> an action chunk of
-  end-effector deltas and a gripper state.
+  Trained on frames, plus (LAOM's lesson) a small labelled share whose tool displacement a linear
+  head reads from the encoder's output, so the codes keep the action and drop camera motion.
+* `ActionDecoder`: one per embodiment, (quantised latent, proprioception, memory's belief about the
+  target) -> an action chunk of end-effector deltas and a gripper state. The latent says what kind
+  of motion to make; the target's offset from the tool (what memory believes, never ground truth
+  at run time) says where, which an 8-entry code alone cannot say to the centimetre.
 * `LatentPolicy`: (frames, proprioception, goal object, memory's belief about the target) -> a
   factorised categorical distribution over the codes of each token.
 
@@ -18,6 +21,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness_nodes.latent_policy.configuration_latent_action import DecoderConfig, LatentActionConfig, PolicyConfig
+
+
+# metres: the tool-to-target offset enters the networks in units of this (the table is ~0.5 m across)
+OFFSET_SCALE = 0.1
+
+
+def belief_inputs(belief: torch.Tensor, state: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(B, 7): the target position normalised like the tool position, the known flag, and the
+    target's offset from the tool; zeros where memory knows nothing (known = 0)."""
+    known = belief[:, 3:4]
+    absolute = (belief[:, :3] - mean[:3]) / std[:3] * known
+    offset = torch.clamp((belief[:, :3] - state[:, :3]) / OFFSET_SCALE, -10.0, 10.0) * known
+    return torch.cat([absolute, known, offset], dim=1)
+
+
+BELIEF_INPUTS = 7
 
 
 class FrameEncoder(nn.Module):
@@ -93,6 +112,9 @@ class LatentActionModel(nn.Module):
         # the forward model starts as "nothing changes" (copy o_t) and learns the change from there
         nn.init.zeros_(self.deconv[-1].weight)
         nn.init.zeros_(self.deconv[-1].bias)
+        # linear read-out of the chunk's tool motion from the inverse-dynamics output (labelled share only)
+        self.action_head = nn.Linear(c.latent_dim, c.frame_interval * c.label_dim)
+        self.register_buffer("label_scale", torch.ones(c.label_dim))
 
     def encode(self, before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inverse dynamics: (quantised latent (B, T, D), codes (B, T), pre-quantisation (B, T, D))."""
@@ -121,24 +143,34 @@ class LatentActionModel(nn.Module):
         vq = F.mse_loss(q, z.detach()) + self.config.commitment * F.mse_loss(z, q.detach())
         return recon + vq, {"recon": float(recon.detach()), "vq": float(vq.detach()), "codes": codes, "z": z.detach()}
 
+    def label_loss(self, before: torch.Tensor, after: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """Labelled pairs: the linear read-out vs the recorded motion (B, k, label_dim)."""
+        # read from the encoder's output before quantisation: pulling the quantised codes towards
+        # the labels instead collapses the codebook onto a few entries
+        _, _, z = self.encode(before, after)
+        pred = self.action_head(z.flatten(1)).view(len(before), self.config.frame_interval, -1)
+        return F.mse_loss(pred, motion / self.label_scale)
+
 
 class ActionDecoder(nn.Module):
-    """(latent (B, latent_dim), state (B, state_dim)) -> (chunk (B, H, action_dim - 1), grip logit (B, H))."""
+    """(latent (B, latent_dim), state (B, state_dim), belief (B, 4)) -> (chunk (B, H, action_dim - 1),
+    grip logit (B, H))."""
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
         self.config = config
         c = config
-        self.net = nn.Sequential(nn.Linear(c.latent_dim + c.state_dim, c.hidden), nn.ReLU(),
+        self.net = nn.Sequential(nn.Linear(c.latent_dim + c.state_dim + BELIEF_INPUTS, c.hidden), nn.ReLU(),
                                  nn.Linear(c.hidden, c.hidden), nn.ReLU(),
                                  nn.Linear(c.hidden, c.chunk * c.action_dim))
         self.register_buffer("state_mean", torch.zeros(c.state_dim))
         self.register_buffer("state_std", torch.ones(c.state_dim))
         self.register_buffer("action_scale", torch.ones(c.action_dim - 1))
 
-    def forward(self, latent: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, latent: torch.Tensor, state: torch.Tensor, belief: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = (state - self.state_mean) / self.state_std
-        out = self.net(torch.cat([latent, s], dim=1)).view(len(latent), self.config.chunk, self.config.action_dim)
+        b = belief_inputs(belief, state, self.state_mean, self.state_std)
+        out = self.net(torch.cat([latent, s, b], dim=1)).view(len(latent), self.config.chunk, self.config.action_dim)
         return out[..., :-1] * self.action_scale, out[..., -1]
 
 
@@ -150,7 +182,7 @@ class LatentPolicy(nn.Module):
         self.config = config
         c = config
         self.encoder = FrameEncoder(c.in_channels, c.width, c.feature_dim, c.image_size)
-        cond = c.state_dim + len(c.objects) + c.belief_dim
+        cond = c.state_dim + len(c.objects) + BELIEF_INPUTS
         self.head = nn.Sequential(nn.Linear(c.feature_dim + cond, c.hidden), nn.ReLU(),
                                   nn.Linear(c.hidden, c.hidden), nn.ReLU(),
                                   nn.Linear(c.hidden, c.num_tokens * c.codebook_size))
@@ -163,8 +195,7 @@ class LatentPolicy(nn.Module):
     def logits(self, features: torch.Tensor, state: torch.Tensor, goal: torch.Tensor,
                belief: torch.Tensor) -> torch.Tensor:
         s = (state - self.state_mean) / self.state_std
-        b = belief.clone()
-        b[:, :3] = (b[:, :3] - self.state_mean[:3]) / self.state_std[:3] * b[:, 3:4]
+        b = belief_inputs(belief, state, self.state_mean, self.state_std)
         out = self.head(torch.cat([features, s, goal, b], dim=1))
         return out.view(len(features), self.config.num_tokens, self.config.codebook_size)
 

@@ -16,6 +16,12 @@ Serves
 Calls (optional, when the memory tracker runs)
   harness/memory/latent/store        robot_harness/StoreLatent      newly computed encodings
 
+Encoding cache: an encoding is reused under the tool pose it was made at (2 mm, 0.01 rad) for as
+long as memory's latent cache keeps the entry stored for it: memory drops an entry when a fact in
+its region (`latent_region_radius` around the target) changes, and the node sees that in the next
+snapshot (`snapshot_rate`, 2 Hz by default). Without a memory tracker, only identical frames reuse
+an encoding.
+
 Inference runs in the service's own callback group on a multi-threaded executor (and the closed
 loop in its own thread), so subscriptions and diagnostics never wait for the model. Bad input
 (wrong shapes, NaN, stale stamps, a goal naming an unknown object) gets success=false, the reason,
@@ -71,7 +77,10 @@ TERMINAL = (ExecutionFeedback.STATUS_SUCCEEDED, ExecutionFeedback.STATUS_FAILED,
             ExecutionFeedback.STATUS_REJECTED, ExecutionFeedback.STATUS_HELD)
 DEFAULT_MODEL_DIR = "models/latent_policy"
 MAX_PIXELS = 4096 * 4096
-KIND_VISUAL, STATE_VALID = MemoryFact.KIND_VISUAL, MemoryFact.STATE_VALID
+KIND_VISUAL, KIND_LATENT, STATE_VALID = MemoryFact.KIND_VISUAL, MemoryFact.KIND_LATENT, MemoryFact.STATE_VALID
+# a tool pose this close to the one an encoding was made at counts as "the arm has not moved"
+POSE_RESOLUTION = np.array([0.002, 0.002, 0.002, 0.01, 0.002])   # x, y, z (m), yaw (rad), gripper width (m)
+MAX_LATENT_ENTRIES = 256
 
 
 class LatentPolicyParameters(BaseModel):
@@ -90,7 +99,10 @@ class LatentPolicyParameters(BaseModel):
     goal: str = Field("put red_cube in tray", max_length=256, description="closed-loop goal")
     max_chunks: int = Field(60, ge=1, le=1000, description="closed loop: chunks before giving up")
     chunk_timeout: float = Field(20.0, gt=0.0, le=600.0, description="wall s to wait for a chunk's outcome")
-    store_latents: bool = Field(True, description="store new encodings in the memory tracker's latent cache")
+    store_latents: bool = Field(True, description="store new encodings in the memory tracker's latent cache "
+                                "and reuse them while memory keeps them (no fact in their region changed)")
+    latent_region_radius: float = Field(0.25, gt=0.0, le=5.0, description="m around the target whose facts must "
+                                        "stay unchanged for a stored encoding to be reused")
     diagnostics_period: float = Field(1.0, gt=0.0, le=60.0, description="s")
 
 
@@ -112,9 +124,11 @@ class LatentPolicyNode(Node):
         self.focal: dict[str, float] = {}
         self.joint_state: JointState | None = None
         self.memory: MemorySnapshot | None = None
+        self.memory_latents: tuple[float, set[str]] = (-math.inf, set())   # snapshot stamp, latent fact ids
+        self.latent_entries: dict[str, tuple[str, float]] = {}   # pose key -> (memory entry id, stored at)
         self.feedback: dict[str, ExecutionFeedback] = {}
         self.stats = {"served": 0, "rejected": 0, "last_rejection": "", "latency": [], "chunks_sent": 0,
-                      "closed_loop": "off"}
+                      "closed_loop": "off", "latents_stored": 0, "latents_dropped": 0}
         for cam in self.core.config.cameras:
             base = f"{self.params.camera_prefix}/{cam}"
             self.create_subscription(Image, f"{base}/image_raw",
@@ -163,6 +177,29 @@ class LatentPolicyNode(Node):
 
     def _on_memory(self, msg: MemorySnapshot) -> None:
         self.memory = msg
+        self.memory_latents = (to_seconds(msg.header.stamp), {f.fact_id for f in msg.facts if f.kind == KIND_LATENT})
+
+    # -- encoding reuse vouched for by memory
+    @staticmethod
+    def pose_key(state) -> str:
+        return "pose:" + ":".join(str(int(v)) for v in np.round(np.asarray(state, float) / POSE_RESOLUTION))
+
+    def reusable_key(self, state) -> str | None:
+        """The pose key when memory vouches for the encoding cached under it (stored for this tool
+        pose and still in memory's latent cache); None: only identical frames are reused."""
+        key = self.pose_key(state)
+        entry = self.latent_entries.get(key)
+        if entry is None or not self.params.store_latents:
+            return None
+        entry_id, stored_at = entry
+        snapshot_stamp, latent_ids = self.memory_latents
+        if snapshot_stamp > stored_at and f"latent/{entry_id}" not in latent_ids:
+            # memory dropped it: a fact in its region changed since the frames were encoded
+            del self.latent_entries[key]
+            self.core.cache.invalidate(key)
+            self.stats["latents_dropped"] += 1
+            return None
+        return key
 
     def _on_feedback(self, msg: ExecutionFeedback) -> None:
         if msg.status in TERMINAL or msg.chunk_id not in self.feedback:
@@ -219,7 +256,8 @@ class LatentPolicyNode(Node):
             frames, state, belief = self.observation(request.joint_state, request.scene, target)
             with self.lock:
                 proposal = self.core.propose(frames, state, request.goal, belief, n,
-                                             self.rng if self.params.sample_candidates else None)
+                                             self.rng if self.params.sample_candidates else None,
+                                             cache_key=self.reusable_key(state))
         except ObservationError as exc:
             self.stats["rejected"] += 1
             self.stats["last_rejection"] = str(exc)[:200]
@@ -229,26 +267,40 @@ class LatentPolicyNode(Node):
         response.success = True
         response.message = f"{len(proposal.candidates)} candidates ({'cache hit' if proposal.cache_hit else 'encoded'}, " \
                            f"{proposal.seconds * 1000:.1f} ms)"
-        self._count(proposal)
+        self._count(proposal, state, belief)
         return response
 
-    def _count(self, proposal) -> None:
+    def _count(self, proposal, state, belief) -> None:
         self.stats["served"] += 1
         self.stats["latency"] = (self.stats["latency"] + [proposal.seconds])[-200:]
         if not proposal.cache_hit and self.params.store_latents and self.store_cli.service_is_ready():
-            self._store_latent()
+            self._store_latent(proposal.features, state, belief)
 
-    def _store_latent(self) -> None:
-        key, features = next(reversed(self.core.cache.entries.items()))
+    def _store_latent(self, features, state, belief) -> None:
+        """Store the encoding in memory's latent cache, keyed by the region around the target (the
+        tool when memory knows no target); once stored, it is reused at this tool pose."""
+        centre = belief if belief is not None else state[:3]
         req = StoreLatent.Request(camera="+".join(self.core.config.cameras), model=self.core.model_id,
-                                  region_radius=0.5)
-        req.region_center.x, req.region_center.y = 0.5, 0.0
-        now = self.get_clock().now().to_msg()
-        req.stamp = now
-        data = features.numpy().astype(np.float32).reshape(-1)
+                                  region_radius=float(self.params.latent_region_radius))
+        req.region_center.x, req.region_center.y, req.region_center.z = (float(v) for v in centre[:3])
+        req.stamp = self.get_clock().now().to_msg()
         req.shape = [int(s) for s in features.shape]
-        req.data = data.tolist()
-        self.store_cli.call_async(req)
+        req.data = features.numpy().astype(np.float32).reshape(-1).tolist()
+        key = self.pose_key(state)
+        self.store_cli.call_async(req).add_done_callback(
+            guarded(self, lambda future: self._on_stored(future, key, features), "latent_stored"))
+
+    def _on_stored(self, future, key: str, features) -> None:
+        result = future.result()
+        if result is None or not result.success:
+            return
+        with self.lock:
+            self.core.cache.put(key, features)
+        self.latent_entries[key] = (result.entry_id, self.now())
+        self.stats["latents_stored"] += 1
+        while len(self.latent_entries) > MAX_LATENT_ENTRIES:
+            old = next(iter(self.latent_entries))
+            del self.latent_entries[old]
 
     def to_message(self, proposal, state) -> ActionCandidates:
         out = ActionCandidates()
@@ -294,8 +346,9 @@ class LatentPolicyNode(Node):
                 time.sleep(0.1)
                 continue
             with self.lock:
-                proposal = self.core.propose(frames, state, self.params.goal, belief, 1)
-            self._count(proposal)
+                proposal = self.core.propose(frames, state, self.params.goal, belief, 1,
+                                             cache_key=self.reusable_key(state))
+            self._count(proposal, state, belief)
             chunk = self.to_message(proposal, state).candidates[0]
             chunk.attempt = 1
             self.command_pub.publish(chunk)
@@ -324,7 +377,8 @@ class LatentPolicyNode(Node):
         level = DiagnosticStatus.WARN if self.stats["rejected"] and not self.stats["served"] else DiagnosticStatus.OK
         values = {"served": self.stats["served"], "rejected": self.stats["rejected"],
                   "cache_hit_rate": round(self.core.cache.hit_rate, 3), "cache_hits": self.core.cache.hits,
-                  "cache_misses": self.core.cache.misses,
+                  "cache_misses": self.core.cache.misses, "latents_stored": self.stats["latents_stored"],
+                  "latents_dropped_by_memory": self.stats["latents_dropped"],
                   "latency_ms_mean": round(float(lat.mean()), 2) if len(lat) else 0.0,
                   "latency_ms_p95": round(float(np.percentile(lat, 95)), 2) if len(lat) else 0.0,
                   "chunks_sent": self.stats["chunks_sent"], "closed_loop": self.stats["closed_loop"],

@@ -95,11 +95,19 @@ def _bar(total: int, label: str, enabled: bool):
 
 
 def train_latent_action_model(pairs: FramePairs, config: LatentActionConfig, steps: int, seed: int,
-                              batch: int = 64, lr: float = 1e-3, progress: bool = False) -> tuple[LatentActionModel, dict]:
-    """Frames only: reconstruction of the later frame through the quantised inverse-dynamics code."""
+                              batch: int = 64, lr: float = 1e-3, progress: bool = False,
+                              labelled: FramePairs | None = None,
+                              label_batch: int = 16) -> tuple[LatentActionModel, dict]:
+    """Reconstruction of the later frame through the quantised inverse-dynamics code, on the frames
+    of `pairs` (no labels); with `labelled` (a small share with actions), each step also fits the
+    code's linear read-out of the recorded tool motion on a batch of those."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = LatentActionModel(config)
+    use_labels = labelled is not None and len(labelled) > 0 and config.label_weight > 0
+    if use_labels:
+        motion = torch.as_tensor(labelled.actions[..., :config.label_dim])
+        model.label_scale.copy_(motion.reshape(-1, config.label_dim).std(0) + 1e-4)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = {"step": [], "usage": [], "perplexity": [], "recon": [], "restarts": 0}
     window_codes = []
@@ -109,6 +117,12 @@ def train_latent_action_model(pairs: FramePairs, config: LatentActionConfig, ste
         before = frames_to_tensor(pairs.frames[pairs.before[idx]])
         after = frames_to_tensor(pairs.frames[pairs.after[idx]])
         loss, info = model.loss(before, after)
+        if use_labels:
+            li = rng.integers(0, len(labelled), size=min(label_batch, len(labelled)))
+            label = model.label_loss(frames_to_tensor(labelled.frames[labelled.before[li]]),
+                                     frames_to_tensor(labelled.frames[labelled.after[li]]), motion[li])
+            loss = loss + config.label_weight * label
+            info["label"] = float(label.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -127,7 +141,7 @@ def train_latent_action_model(pairs: FramePairs, config: LatentActionConfig, ste
             else:
                 model.quantizer.usage.zero_()
         bar.update(1)
-        bar.set_postfix(recon=f"{info['recon']:.4f}")
+        bar.set_postfix(recon=f"{info['recon']:.4f}", **({"label": f"{info['label']:.3f}"} if use_labels else {}))
     bar.close()
     model.eval()
     return model, history
@@ -193,7 +207,7 @@ def state_std(states: np.ndarray) -> torch.Tensor:
 
 def train_decoder(latents: np.ndarray, pairs: FramePairs, config: DecoderConfig, steps: int, seed: int,
                   batch: int = 128, lr: float = 2e-3, progress: bool = False) -> ActionDecoder:
-    """Labelled pairs: (latent, state) -> the k recorded actions."""
+    """Labelled pairs: (latent, state, belief about the target) -> the k recorded actions."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = ActionDecoder(config)
@@ -203,11 +217,12 @@ def train_decoder(latents: np.ndarray, pairs: FramePairs, config: DecoderConfig,
     model.action_scale.copy_(torch.as_tensor(np.abs(motion).reshape(-1, motion.shape[-1]).std(0) + 1e-4))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     lat, st = torch.as_tensor(latents), torch.as_tensor(pairs.states)
+    bl = torch.as_tensor(belief_vectors(pairs.targets))
     mo, gr = torch.as_tensor(motion), torch.as_tensor(grip)
     bar = _bar(steps, f"decoder {config.embodiment}", progress)
     model.train()
     for idx in _batches(len(pairs), batch, steps, rng):
-        pred, logit = model(lat[idx], st[idx])
+        pred, logit = model(lat[idx], st[idx], bl[idx])
         loss = F.mse_loss(pred / model.action_scale, mo[idx] / model.action_scale) + \
             F.binary_cross_entropy_with_logits(logit, gr[idx])
         opt.zero_grad()
@@ -252,6 +267,18 @@ def train_policy(pairs: FramePairs, codes: np.ndarray, config: PolicyConfig, ste
     bar.close()
     model.eval()
     return model
+
+
+@torch.no_grad()
+def policy_latents(lam: LatentActionModel, policy: LatentPolicy, pairs: FramePairs, batch: int = 256) -> np.ndarray:
+    """(P, T * D): the quantised latent of the policy's most likely code for each pair's o_t."""
+    codes = []
+    for s in range(0, len(pairs), batch):
+        sl = slice(s, s + batch)
+        logits = policy(frames_to_tensor(pairs.frames[pairs.before[sl]]), torch.as_tensor(pairs.states[sl]),
+                        torch.as_tensor(goal_vectors(pairs.goals[sl])), torch.as_tensor(belief_vectors(pairs.targets[sl])))
+        codes.append(logits.argmax(-1))
+    return lam.quantizer.lookup(torch.cat(codes)).flatten(1).numpy()
 
 
 def r2_score(pred: np.ndarray, true: np.ndarray) -> float:
