@@ -7,9 +7,12 @@ it recovered) and a summary; success is judged from the simulator's ground truth
 
     python -m harness_nodes.demo [--scenario moved] [--ablation full] [--seed 0] [--robot panda]
                                  [--object red_cube] [--timeout 300]
+    python -m harness_nodes.demo --policy-alone [--object red_cube] [--robot panda|xarm6]
     python -m harness_nodes.demo --expert [--object red_cube] [--robot panda|xarm6]
                                  [--stack sim|sim_perception] [--real-time-factor 1.0] [--gui]
 
+`--policy-alone` runs the latent-action policy by itself in closed loop through the router (sim,
+perception and memory for its belief about the cube; no supervisor, no world model, no expert).
 `--expert` runs the scripted pick-and-place expert instead (no harness, no perturbation).
 """
 from __future__ import annotations
@@ -28,6 +31,8 @@ from harness_nodes.episodes.spec import ABLATIONS, SCENARIOS, EpisodeSpec
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expert", action="store_true", help="the scripted-expert demo (no harness)")
+    parser.add_argument("--policy-alone", action="store_true",
+                        help="the latent policy alone in closed loop through the router (no supervisor)")
     parser.add_argument("--object", default="red_cube")
     parser.add_argument("--robot", default="panda")
     parser.add_argument("--scenario", default="moved", choices=sorted(SCENARIOS))
@@ -40,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.expert:
         return expert_demo(args)
+    if args.policy_alone:
+        return policy_alone_demo(args)
     return harness_demo(args)
 
 
@@ -77,6 +84,66 @@ def harness_demo(args) -> int:
         print(f"  {label + ':':<32}{s[key]}")
     print("summary: " + json.dumps(s), flush=True)
     return 0 if result.success else 1
+
+
+def policy_alone_demo(args) -> int:
+    """The latent policy drives the task by itself: observe (cameras, joint state, memory's belief
+    from perception) -> propose -> its best chunk to the router -> repeat. Judged from ground truth."""
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from robot_harness.msg import SimGroundTruth
+
+    timeout = args.timeout or 240.0
+    goal = f"put {args.object} in tray"
+    print(f"=== robot harness demo: the latent policy alone, '{goal}' ({args.robot}, PyBullet) ===", flush=True)
+    start = time.monotonic()
+    bringup = subprocess.Popen([sys.executable, "-m", "harness_nodes.bringup.cli", "sim_perception",
+                                "--use-sim-time", "--robot", args.robot])
+    policy = subprocess.Popen([sys.executable, str(find_executable("latent_policy")), "--ros-args",
+                               "-p", "use_sim_time:=true", "-p", "closed_loop:=true", "-p", f"robot:={args.robot}",
+                               "-p", f"goal:={goal}", "-p", "max_chunks:=100"])
+    rclpy.init()
+    node = rclpy.create_node("policy_alone_demo")
+    truth: list[SimGroundTruth] = []
+    node.create_subscription(SimGroundTruth, "sim/ground_truth", truth.append,
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                        durability=DurabilityPolicy.VOLATILE))
+    success, last_print, where = False, 0.0, ""
+    try:
+        while time.monotonic() - start < timeout and policy.poll() is None and bringup.poll() is None:
+            rclpy.spin_once(node, timeout_sec=0.2)
+            if not truth:
+                continue
+            gt = truth[-1]
+            del truth[:-1]
+            pose = dict(zip(gt.object_ids, gt.poses)).get(args.object)
+            if pose is not None:
+                p = pose.position
+                where = f"'{args.object}' at ({p.x:.3f}, {p.y:.3f}, {p.z:.3f})" + \
+                        (", in the gripper" if gt.held_object == args.object else "")
+            if time.monotonic() - last_print > 5.0:
+                print(f"  [{time.monotonic() - start:6.1f} s] ground truth: {where}", flush=True)
+                last_print = time.monotonic()
+            if args.object in gt.in_tray and not gt.held_object:
+                success = True
+                break
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        for proc in (policy, bringup):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in (policy, bringup):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print("\n=== robot harness demo (latent policy alone): summary ===")
+    print(f"  {'task:':<24}{goal} ({args.robot}, PyBullet)")
+    print(f"  {'success:':<24}{success}  (ground truth: {where or 'no ground truth received'})")
+    print(f"  {'wall time (s):':<24}{time.monotonic() - start:.1f}")
+    return 0 if success else 1
 
 
 def expert_demo(args) -> int:

@@ -81,6 +81,7 @@ KIND_VISUAL, KIND_LATENT, STATE_VALID = MemoryFact.KIND_VISUAL, MemoryFact.KIND_
 # a tool pose this close to the one an encoding was made at counts as "the arm has not moved"
 POSE_RESOLUTION = np.array([0.002, 0.002, 0.002, 0.01, 0.002])   # x, y, z (m), yaw (rad), gripper width (m)
 MAX_LATENT_ENTRIES = 256
+BELIEF_WAIT = 15.0     # s the closed loop waits for memory's first belief about its target
 
 
 class LatentPolicyParameters(BaseModel):
@@ -337,6 +338,12 @@ class LatentPolicyNode(Node):
 
         self.stats["closed_loop"] = "waiting for observations"
         target = parse_goal(self.params.goal, self.core.objects)
+        # memory's first belief about the target usually follows the first frames by a moment: the
+        # decoder steers by it, so wait a bounded while for it (without a tracker, go on without)
+        deadline = time.monotonic() + BELIEF_WAIT
+        while rclpy.ok() and self.belief(target) is None and time.monotonic() < deadline:
+            self.stats["closed_loop"] = f"waiting for memory's belief about '{target}'"
+            time.sleep(0.1)
         sent = 0
         while rclpy.ok() and sent < self.params.max_chunks:
             try:
