@@ -76,6 +76,8 @@ def run_episode(spec: EpisodeSpec, on_line: Callable[[str], None] | None = None)
     cmd = [sys.executable, "-m", "harness_nodes.bringup.cli", "harness", "--use-sim-time", "--robot", spec.robot]
     for item in stack_overrides(spec):
         cmd += ["-p", item]
+    if spec.record_dir:
+        cmd += ["--record", str(log_dir)]      # the harness topics, as a rosbag2 (MCAP) directory
     env = episode_env(spec.domain_id)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")   # this process's own participant
     stack = subprocess.Popen(cmd, env=env, stdout=stack_log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -68,7 +68,7 @@ class EpisodeSpec:
     robot: str = "panda"
     object_id: str = "red_cube"
     domain_id: int | None = None  # ROS_DOMAIN_ID for this episode's whole stack (None: inherit)
-    record_dir: str | None = None  # reserved for the recorder; ignored until it exists
+    record_dir: str | None = None  # keep the stack log and a recording (rosbag2, MCAP) of the episode here
     timeout: float = 300.0        # wall s
 
     def validate(self) -> None:
