@@ -9,7 +9,8 @@ import os
 import pytest
 
 from harness_nodes.benchmark import suite
-from harness_nodes.sim.world import HELDOUT_SEEDS, SCENARIOS as SIM_SCENARIOS
+from harness_nodes.episodes.spec import HELDOUT_SEEDS
+from harness_nodes.sim.world import SCENARIOS as SIM_SCENARIOS
 from scale_jobs import FakeEpisodeResult, FakeEpisodeSpec, fake_episode
 
 TYPES = (FakeEpisodeSpec, FakeEpisodeResult)

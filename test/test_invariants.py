@@ -50,10 +50,10 @@ OWN_PHYSICS_WORLDS = {"harness_nodes/world_model/modeling_physics.py"}
 
 def test_no_harness_node_reads_ground_truth_or_imports_the_simulation():
     # the sim, the scripted expert and the data generation run the simulation by design; the episode
-    # runner is the judge (success from ground truth, the perturbation through /sim/control) and hands
-    # nothing of it to the harness
+    # runner and the demo are the judges (success from ground truth, the perturbation through
+    # /sim/control) and hand nothing of it to the harness
     allowed = ("harness_nodes/sim/", "harness_nodes/expert/", "harness_nodes/dataset/sim_episodes.py",
-               "harness_nodes/dataset/generate.py", "harness_nodes/episodes/runner.py")
+               "harness_nodes/dataset/generate.py", "harness_nodes/episodes/runner.py", "harness_nodes/demo.py")
     offenders = []
     for path in python_files():
         rel = str(path.relative_to(REPO))
@@ -164,6 +164,9 @@ CROSS_PACKAGE_IMPORTS: dict[tuple[str, str], str] = {
     ("latent_policy", "perception"): "camera images are decoded as perception decodes them",
     ("recording", "dataset"): "recordings are exported with the dataset's LeRobot writer and feature layout",
     ("bringup", "recording"): "--record checks the recording destination before any node starts",
+    ("benchmark", "episodes"): "the suite runs the episode runner's episodes with its scenarios and ablations",
+    ("benchmark", "scale"): "the suite's episodes run through the scale-out module (processes or Ray)",
+    ("dataset", "scale"): "generation episodes run through the scale-out module (processes or Ray)",
 }
 # One home in common/ for each helper nodes share; a definition of one of these names (or of the
 # names the duplicates had before they moved) anywhere else is a copy.

@@ -248,11 +248,12 @@ def test_encodings_are_reused_while_memory_keeps_them_and_not_after_the_region_c
     messages = []
     assert spin_until(ros_node, lambda: messages.append(propose(must_succeed=False)) or messages[-1], 30.0), proc.log()
     assert "encoded" in messages[-1]
-    # stored in memory, then reused although every frame differs
-    assert spin_until(ros_node, lambda: bool(latent_facts()), 20.0), proc.log()
+    # stored in memory (once the policy has found memory's store service), then reused although
+    # every frame differs
+    assert spin_until(ros_node, lambda: messages.append(propose()) or bool(latent_facts()), 30.0), proc.log()
     assert spin_until(ros_node, lambda: "cache hit" in (messages.append(propose()) or messages[-1]), 20.0), messages
     # the target moves 10 cm: memory drops the entries of that region; the next proposal encodes
-    observe(0.15)
-    assert spin_until(ros_node, lambda: latent_facts() == [], 20.0), [f.fact_id for f in latent_facts() or []]
+    assert spin_until(ros_node, lambda: (observe(0.15), spin_until(ros_node, lambda: False, 0.2))
+                      and latent_facts() == [], 20.0), [f.fact_id for f in latent_facts() or []]
     assert "encoded" in propose()
     assert proc.alive()

@@ -395,7 +395,7 @@ def test_grasp_slip_is_seeded_and_reproducible():
 
 
 def test_tuning_and_heldout_seeds_are_disjoint():
-    from harness_nodes.sim.world import HELDOUT_SEEDS, TUNING_SEEDS
+    from harness_nodes.episodes.spec import HELDOUT_SEEDS, TUNING_SEEDS
 
     assert len(TUNING_SEEDS) and len(HELDOUT_SEEDS)
     assert not set(TUNING_SEEDS) & set(HELDOUT_SEEDS)

@@ -6,7 +6,7 @@ the scale-out module (local worker processes or Ray), then statistics and the re
     scripts/env.sh python bench/suite.py --ray HEAD_IP:6379 --workers 32 ...
 
 Episodes come from `harness_nodes.episodes.runner.run_episode` (imported in the job's process,
-only when it runs). Seeds default to the first held-out seeds (harness_nodes.sim.world.HELDOUT_SEEDS);
+only when it runs). Seeds default to the first held-out seeds (harness_nodes.episodes.spec.HELDOUT_SEEDS);
 tuning seeds are accepted when named explicitly and flagged in the output. One episode per
 scenario (full harness, first seed, first trial) keeps a recording under <out>/recordings/.
 """
@@ -22,9 +22,8 @@ from typing import Callable, Sequence
 
 from harness_nodes.benchmark.report import json_line, write_report
 from harness_nodes.benchmark.stats import table_stats
-from harness_nodes.episodes.spec import ABLATIONS, SCENARIOS as EPISODE_SCENARIOS
+from harness_nodes.episodes.spec import ABLATIONS, HELDOUT_SEEDS, SCENARIOS as EPISODE_SCENARIOS, TUNING_SEEDS
 from harness_nodes.scale import BACKENDS, RunSettings, ScaleOutError, run_jobs, summary
-from harness_nodes.sim.world import HELDOUT_SEEDS, TUNING_SEEDS
 
 # Scenarios and ablations are the episode runner's (harness_nodes/episodes/spec.py); ablations are
 # cumulative in this order: policy only; + world model; + memory validity; + viewpoint selection;

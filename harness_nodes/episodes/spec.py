@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Seeds of every scenario: thresholds, gains and calibrations are tuned on TUNING_SEEDS only; the
+# benchmarks report on HELDOUT_SEEDS, which no tuning run may use.
+TUNING_SEEDS = range(0, 1000)
+HELDOUT_SEEDS = range(1000, 2000)
 ABLATIONS = ("policy_only", "world_model", "memory_validity", "viewpoint", "full")
 _ADDS = {
     "policy_only": ("use_policy",),

@@ -21,8 +21,6 @@ directly. Conventions:
 * Scenario `grasp_slip`: a cube held and lifted SLIP_LIFT_HEIGHT above the table slips out of the
   fingers (as `inject_grasp_slip`) once it has been carried a horizontal distance drawn from the
   seed (SLIP_DISTANCE), once per reset: the transport loses the cube at a reproducible place.
-* Seeds: the benchmark suite tunes on TUNING_SEEDS and reports on HELDOUT_SEEDS (disjoint ranges,
-  defined here once for every scenario).
 * Quaternions are (x, y, z, w); lengths are metres, angles radians, times seconds of sim time.
 """
 from __future__ import annotations
@@ -43,10 +41,6 @@ CUBE_IDS = ("red_cube", "green_cube", "blue_cube")
 TRAY_ID = "tray"
 OBJECT_IDS = (*CUBE_IDS, TRAY_ID)
 SCENARIOS = ("nominal", "occluded", "lookalike", "obstacle", "grasp_slip")
-# Seeds of every scenario: thresholds, gains and calibrations are tuned on TUNING_SEEDS only; the
-# benchmark suite reports on HELDOUT_SEEDS, which no tuning run may use.
-TUNING_SEEDS = range(0, 1000)
-HELDOUT_SEEDS = range(1000, 2000)
 # Scenario props: always built (so a render worker's copy of the world has them too), parked off
 # the table where a scenario does not use them.
 OCCLUDER_ID = "occluder"        # a tall grey box hiding the target from the scene camera
