@@ -252,6 +252,13 @@ def test_encodings_are_reused_while_memory_keeps_them_and_not_after_the_region_c
     # every frame differs
     assert spin_until(ros_node, lambda: messages.append(propose()) or bool(latent_facts()), 30.0), proc.log()
     assert spin_until(ros_node, lambda: "cache hit" in (messages.append(propose()) or messages[-1]), 20.0), messages
+    # encodings of the earlier misses may still be on their way to memory: let them land first (a
+    # store that arrives after the region changed would be taken as current; see the node's docstring)
+    from diagnostic_msgs.msg import DiagnosticArray
+    stored = []
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: stored.extend(
+        int({kv.key: kv.value for kv in s.values}["latents_stored"]) for s in m.status if s.name == "latent_policy"), 10)
+    assert spin_until(ros_node, lambda: len(stored) >= 3 and stored[-1] == stored[-2] == stored[-3], 20.0), stored
     # the target moves 10 cm: memory drops the entries of that region; the next proposal encodes
     assert spin_until(ros_node, lambda: (observe(0.15), spin_until(ros_node, lambda: False, 0.2))
                       and latent_facts() == [], 20.0), [f.fact_id for f in latent_facts() or []]

@@ -20,7 +20,8 @@ Encoding cache: an encoding is reused under the tool pose it was made at (2 mm, 
 long as memory's latent cache keeps the entry stored for it: memory drops an entry when a fact in
 its region (`latent_region_radius` around the target) changes, and the node sees that in the next
 snapshot (`snapshot_rate`, 2 Hz by default). Without a memory tracker, only identical frames reuse
-an encoding.
+an encoding. Known gap: a store still on its way when the region changes is taken by memory as
+current (memory does not yet compare the encoding's capture stamp with the region's last change).
 
 Inference runs in the service's own callback group on a multi-threaded executor (and the closed
 loop in its own thread), so subscriptions and diagnostics never wait for the model. Bad input
