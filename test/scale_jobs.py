@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness_nodes.episodes.spec import EpisodeResult, EpisodeSpec
+
 
 @dataclass(frozen=True)
 class SleepSpec:
@@ -41,45 +43,14 @@ def hang_with_grandchild(spec: SleepSpec) -> None:
     time.sleep(120)
 
 
-# ---- a stand-in episode job for the suite's own logic (the real one needs the episode runner)
-@dataclass(frozen=True)
-class FakeEpisodeSpec:
-    scenario: str = "moved"
-    ablation: str = "full"
-    seed: int = 0
-    robot: str = "panda"
-    object_id: str = "red_cube"
-    domain_id: int | None = None
-    record_dir: str | None = None
-    timeout: float = 20.0
-
-
-@dataclass
-class FakeEpisodeResult:
-    spec: FakeEpisodeSpec
-    success: bool
-    outcome: str
-    wall_time_s: float
-    sim_time_s: float
-    attempts: int
-    retries: int
-    escalations: int
-    vetoes: int
-    false_vetoes: int
-    stale_fact_uses: int
-    re_observations: int
-    decision_latency_ms: list
-    log: list
-    error: str = ""
-
-
-def fake_episode(spec: FakeEpisodeSpec) -> FakeEpisodeResult:
+# ---- a stand-in episode job for the suite's own logic (the real one brings up a whole stack)
+def fake_episode(spec: EpisodeSpec) -> EpisodeResult:
     """Full harness always succeeds, policy only on even seeds; the obstacle scenario's policy-only
     episodes on seed 1001 raise, as a broken episode would."""
     if spec.scenario == "obstacle" and spec.ablation == "policy_only" and spec.seed == 1001:
         raise RuntimeError("episode broke")
     success = spec.ablation == "full" or spec.seed % 2 == 0
-    return FakeEpisodeResult(spec, success, "succeeded" if success else "failed", 0.1, 12.0 + spec.seed % 3, 1,
+    return EpisodeResult(spec, success, "succeeded" if success else "failed", 0.1, 12.0 + spec.seed % 3, 1,
                              0 if success else 2, 0, 1, 0, 0 if spec.ablation == "full" else 1, 2,
                              [10.0 + spec.domain_id % 5, 20.0], [f"domain {spec.domain_id}"])
 

@@ -10,12 +10,12 @@ import pytest
 
 from harness_nodes.benchmark.report import goals, json_line, markdown_table, write_report
 from harness_nodes.benchmark.stats import cell_stats, pass_hat_k, table_stats, wilson_interval
-from scale_jobs import FakeEpisodeResult, FakeEpisodeSpec
+from harness_nodes.episodes.spec import EpisodeResult, EpisodeSpec
 
 
 def episode(success: bool, scenario="nominal", ablation="full", seed=1000, robot="panda", latency=(10.0,),
-            stale=0, sim_time=10.0, error="") -> FakeEpisodeResult:
-    return FakeEpisodeResult(FakeEpisodeSpec(scenario, ablation, seed, robot), success,
+            stale=0, sim_time=10.0, error="") -> EpisodeResult:
+    return EpisodeResult(EpisodeSpec(scenario, ablation, seed, robot), success,
                              "succeeded" if success else "failed", 1.0, sim_time, 1, 1, 0, 2, 1, stale, 3,
                              list(latency), [], error)
 

@@ -11,9 +11,10 @@ import pytest
 from harness_nodes.benchmark import suite
 from harness_nodes.episodes.spec import HELDOUT_SEEDS
 from harness_nodes.sim.world import SCENARIOS as SIM_SCENARIOS
-from scale_jobs import FakeEpisodeResult, FakeEpisodeSpec, fake_episode
+from harness_nodes.episodes.spec import EpisodeResult, EpisodeSpec
+from scale_jobs import fake_episode
 
-TYPES = (FakeEpisodeSpec, FakeEpisodeResult)
+TYPES = (EpisodeSpec, EpisodeResult)
 
 
 def domains() -> str:
@@ -45,7 +46,7 @@ def test_suite_runs_every_cell_and_prints_the_table_then_one_json_line(tmp_path,
 
 
 def test_specs_cover_the_grid_with_one_recording_per_scenario(tmp_path):
-    specs = suite.build_specs(FakeEpisodeSpec, ("nominal", "moved"), ("policy_only", "full"), (1000, 1001), 3,
+    specs = suite.build_specs(EpisodeSpec, ("nominal", "moved"), ("policy_only", "full"), (1000, 1001), 3,
                               out=tmp_path, timeout=50.0)
     assert len(specs) == 2 * 2 * 2 * 3 and all(s.timeout == 50.0 for s in specs)
     recorded = [s for s in specs if s.record_dir]
