@@ -526,13 +526,7 @@ class NodePorts:
         fact = MemoryFact(kind=MemoryFact.KIND_TEXT, subject=subject[:MAX_REQUEST_ID], value=text[:MAX_TEXT],
                           confidence=1.0, source="human", fact_id=f"text/human/{uuid.uuid4().hex[:12]}")
         fact.header.stamp = self.node.stamp()
-        try:
-            res = self.node.call(self.node.assert_client, AssertFact.Request(fact=fact), self.params.service_timeout,
-                                 "memory")
-            if not res.success:
-                self.log(f"memory refused the human's answer as a text fact: {res.message}")
-        except NodeLost as exc:
-            self.log(f"human's answer not kept in memory: {exc}")
+        self._assert(fact, "the human's answer as a text fact")
 
     def remember_position(self, subject: str, position: tuple) -> None:
         fact = MemoryFact(kind=MemoryFact.KIND_VISUAL, subject=subject, confidence=0.9, source="human")
@@ -540,13 +534,17 @@ class NodePorts:
         fact.pose.position = Point(x=float(position[0]), y=float(position[1]), z=float(position[2]))
         fact.pose.orientation.w = 1.0
         fact.position_covariance = [1e-4, 0.0, 0.0, 0.0, 1e-4, 0.0, 0.0, 0.0, 1e-4]
+        self._assert(fact, f"the human's position for '{subject}'")
+
+    def _assert(self, fact: MemoryFact, what: str) -> None:
+        """Keep `fact` in memory; a refusal or a silent tracker is logged, never raised."""
         try:
             res = self.node.call(self.node.assert_client, AssertFact.Request(fact=fact), self.params.service_timeout,
                                  "memory")
             if not res.success:
-                self.log(f"memory refused the human's position for '{subject}': {res.message}")
+                self.log(f"memory refused {what}: {res.message}")
         except NodeLost as exc:
-            self.log(f"human's position not kept in memory: {exc}")
+            self.log(f"{what} not kept in memory: {exc}")
 
     # -- policy and world model
     def propose(self, task: Task, subgoal: Subgoal, count: int) -> list[Candidate]:
