@@ -71,3 +71,46 @@ def test_quaternion_helpers_agree_with_pinocchio():
     a, b = yaw_quat(0.3), yaw_quat(0.4)
     assert np.allclose(quat_multiply(a, b), yaw_quat(0.7))
     assert yaw_of(yaw_quat(-1.2)) == pytest.approx(-1.2)
+
+
+def _busy_loop_waits(lock_factory, use_handover: bool) -> float:
+    """Longest wait of a callback for a lock a loop re-takes at once after each step."""
+    import threading
+    import time
+    lock = lock_factory()
+    running = True
+
+    def loop():
+        x = 0
+        while running:
+            if use_handover:
+                lock.yield_to_waiters()
+            with (lock.loop() if use_handover else lock):
+                for i in range(2000):
+                    x += i
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    time.sleep(0.05)
+    waits = []
+    for _ in range(20):
+        t = time.monotonic()
+        with lock:
+            pass
+        waits.append(time.monotonic() - t)
+        time.sleep(0.005)
+    running = False
+    worker.join(5.0)
+    return max(waits)
+
+
+def test_handover_lock_lets_a_waiting_callback_in_between_the_steps_of_a_busy_loop():
+    from harness_nodes.common.handover import HandoverLock
+    # The loop's step takes ~0.1 ms; a callback waits for at most one step plus the hand-over
+    # (a plain RLock here lets it wait up to a second or more: the loop re-takes it first).
+    assert _busy_loop_waits(HandoverLock, use_handover=True) < 0.5
+    lock = HandoverLock()
+    assert lock.yield_to_waiters() is False          # nobody waiting: the loop goes straight on
+    with lock:
+        with lock:                                    # re-entrant
+            assert lock.waiting == 0

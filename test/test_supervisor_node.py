@@ -64,7 +64,7 @@ class Harness:
             if s.name == "supervisor":
                 self.diagnostics.append(s.message)
 
-    def call(self, client, request, timeout=10.0):
+    def call(self, client, request, timeout=30.0):
         assert client.wait_for_service(timeout_sec=timeout)
         future = client.call_async(request)
         assert spin_until(self.node, future.done, timeout)

@@ -48,6 +48,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from harness_nodes.common.geometry import matrix_to_quat
+from harness_nodes.common.handover import HandoverLock
 from harness_nodes.common.callbacks import guarded, guarded_service
 from harness_nodes.common.diagnostics import diagnostic_status, publish_diagnostics
 from harness_nodes.common.messages import pose_msg
@@ -192,7 +193,7 @@ class SimNode(Node):
         self.params = declare_and_load(self, SimParameters, self._apply_parameters)
         prm = self.params
         self.description = load_robot_description(prm.robot)
-        self.lock = threading.RLock()
+        self.lock = HandoverLock()
         self.world = SimWorld(self.description, physics_rate=prm.physics_rate,
                               image_width=prm.image_width, image_height=prm.image_height,
                               scenario=prm.scenario, seed=prm.seed).connect(gui=prm.gui)
@@ -350,7 +351,8 @@ class SimNode(Node):
         clock = Clock()
         try:
             while self._running and rclpy.ok(context=self.context):
-                with self.lock:
+                self.lock.yield_to_waiters()
+                with self.lock.loop():
                     if self.world.client is None:
                         break
                     self.world.step()
