@@ -24,8 +24,8 @@ except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from harness_nodes.bringup.arguments import (BOOLEAN_CHOICES, available_robots, check_robot,  # noqa: E402
                                              normalize_namespace, parse_bool, stack_failure_message)
-from harness_nodes.bringup.stack import (load_stack_description, new_run_directory,  # noqa: E402
-                                         per_run_parameters)
+from harness_nodes.bringup.stack import (RECORDER, load_stack_description, new_run_directory,  # noqa: E402
+                                         per_run_parameters, recorder_parameters)
 
 
 def _load_stack(stack_name):
@@ -67,6 +67,15 @@ def _nodes(context):
         )
         actions += [node, RegisterEventHandler(OnProcessExit(target_action=node,
                                                              on_exit=_stop_on_exit(spec.name, robot)))]
+    record = LaunchConfiguration("record").perform(context).strip()
+    if record:
+        # checked before anything starts: an unwritable or full directory fails the launch here
+        recorder = recorder_parameters(record)
+        actions.append(Node(
+            package=PACKAGE, executable=RECORDER.executable, name=RECORDER.name, namespace=namespace or None,
+            parameters=[*(os.path.join(config_dir, p) for p in RECORDER.parameters),
+                        {**recorder, "use_sim_time": use_sim_time}],
+            output="screen", emulate_tty=True))
     return actions
 
 
@@ -83,5 +92,8 @@ def stack_launch_description(stack_name, use_sim_time_default):
                                           "left, right); /tf, /tf_static, /clock, /diagnostics stay global"),
         DeclareLaunchArgument("stack", default_value=stack_name, choices=sorted(load_stack_description().stacks),
                               description="stack of config/stack.yaml to start"),
+        DeclareLaunchArgument("record", default_value="",
+                              description="also record the harness topics (rosbag2 + MCAP) into "
+                                          "<record>/recording-<time>-<pid>; empty: no recording"),
         OpaqueFunction(function=_nodes),
     ])

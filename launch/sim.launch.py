@@ -2,6 +2,7 @@
 
     ros2 launch robot_harness sim.launch.py [robot:=panda] [use_sim_time:=true] [gui:=false]
         [stack:=sim_perception]   # + perception and active viewpoint selection
+        [record:=recordings]      # + the recorder: harness topics to recordings/recording-<time>-<pid> (MCAP)
 """
 import os
 import sys

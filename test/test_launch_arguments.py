@@ -97,3 +97,26 @@ def test_the_bringup_refuses_bad_arguments_before_starting_anything(args, expect
     assert result.returncode == 2, result.stdout + result.stderr
     assert expected in result.stderr
     assert "starting" not in result.stdout
+
+
+def test_a_recording_directory_is_checked_once_for_the_bringup_and_the_launch_files(tmp_path):
+    """`--record DIR` (bringup) and `record:=DIR` (launch/_stack.py) both take the recorder's
+    output_dir and name from recorder_parameters, which refuses before any node starts."""
+    from harness_nodes.bringup.stack import recorder_parameters
+    from harness_nodes.recording.core import RecordingError
+
+    params = recorder_parameters(str(tmp_path / "rec"))
+    assert params["output_dir"] == str(tmp_path / "rec") and params["name"].startswith("recording-")
+    assert recorder_parameters(str(tmp_path / "rec"), {"name": "run1"})["name"] == "run1"
+    (tmp_path / "rec" / "run1").mkdir()
+    with pytest.raises(RecordingError, match="exists already"):
+        recorder_parameters(str(tmp_path / "rec"), {"name": "run1"})
+    with pytest.raises(RecordingError, match="not enough free space"):
+        recorder_parameters(str(tmp_path / "rec"), {"min_free_mb": 1e15})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RecordingError, match="is not a directory"):
+        recorder_parameters(str(tmp_path / "file"))
+    commands = build_commands("sim", None, True, [], record=str(tmp_path / "rec"))
+    assert "recorder" in commands and any("output_dir:=" + str(tmp_path / "rec") in a for a in commands["recorder"])
+    launch = (REPO / "launch" / "_stack.py").read_text()
+    assert 'DeclareLaunchArgument("record"' in launch and "recorder_parameters(record)" in launch

@@ -22,12 +22,11 @@ import time
 
 from harness_nodes.bringup.arguments import (BOOLEAN_PARAMETERS, check_robot, normalize_namespace,
                                              parse_bool, stack_failure_message)
-from harness_nodes.bringup.stack import (NodeSpec, load_stack_description, new_run_directory, node_command,
-                                         node_parameters, per_run_parameters)
-from harness_nodes.recording.core import RecordingError, check_destination, default_bag_name
+from harness_nodes.bringup.stack import (RECORDER, load_stack_description, new_run_directory, node_command,
+                                         per_run_parameters, recorder_parameters)
+from harness_nodes.recording.core import RecordingError
 
 _PR_SET_PDEATHSIG = 1
-RECORDER = NodeSpec(name="recorder", executable="recorder", parameters=["recorder.yaml"])
 
 
 def _die_with_parent() -> None:
@@ -124,11 +123,7 @@ def build_commands(stack_name: str, robot: str | None, use_sim_time: bool | None
         check_robot(robot)
     namespace = normalize_namespace(namespace)
     if record is not None:
-        recorder = per_node[RECORDER.name]
-        recorder.setdefault("name", default_bag_name())
-        recorder["output_dir"] = record
-        min_free = float(recorder.get("min_free_mb", node_parameters("recorder.yaml", RECORDER.name)["min_free_mb"]))
-        check_destination(record, recorder["name"], min_free)
+        per_node[RECORDER.name].update(recorder_parameters(record, per_node[RECORDER.name]))
     run_dir = new_run_directory() if any(n.per_run_files for n in stack.nodes) else None
     commands = {}
     for node in nodes:

@@ -145,3 +145,20 @@ def node_command(python: str, node: NodeSpec, overrides: dict[str, object], name
     for key, value in overrides.items():
         cmd += ["-p", f"{key}:={ros_value(value)}"]
     return cmd
+
+
+RECORDER = NodeSpec(name="recorder", executable="recorder", parameters=["recorder.yaml"])
+
+
+def recorder_parameters(output_dir: str, overrides: dict | None = None) -> dict[str, object]:
+    """The recorder's `output_dir` and `name` for a stack started with a recording directory (the
+    bringup's `--record DIR`, the launch files' `record:=DIR`), after checking a recording can
+    start there (writable, `min_free_mb` free, no bag of that name): RecordingError otherwise,
+    before any node starts."""
+    from harness_nodes.recording.core import check_destination, default_bag_name
+
+    overrides = dict(overrides or {})
+    name = str(overrides.get("name") or default_bag_name())
+    min_free = float(overrides.get("min_free_mb", node_parameters("recorder.yaml", RECORDER.name)["min_free_mb"]))
+    check_destination(output_dir, name, min_free)
+    return {"output_dir": str(output_dir), "name": name}
