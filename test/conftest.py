@@ -127,6 +127,12 @@ def ros_node(domain_id):
     node.executor_for_test = executor
     yield node
     executor.shutdown()
+    # Action clients are not destroyed with their node; finalised later by the garbage collector,
+    # after this context shut down, Fast DDS can wait forever inside another test's spin.
+    for waitable in list(node.waitables):
+        destroy = getattr(waitable, "destroy", None)
+        if destroy is not None:
+            destroy()
     node.destroy_node()
     rclpy.shutdown(context=context)
 

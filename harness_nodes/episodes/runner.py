@@ -144,6 +144,7 @@ class _Episode:
         node = rclpy.create_node(f"episode_runner_{os.getpid()}", context=context, enable_rosout=False)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(node)
+        action = None
         try:
             node.create_subscription(SimGroundTruth, "/sim/ground_truth", self._on_gt, 10)
             node.create_subscription(Log, "/rosout", self._on_rosout,
@@ -154,6 +155,11 @@ class _Episode:
             self.SimControl, self.EvaluateCandidates, self.ProposeActions = SimControl, EvaluateCandidates, ProposeActions
             return self._episode(node, action, ExecuteTask)
         finally:
+            # An action client is not destroyed with its node: left to the garbage collector, it was
+            # finalised during a later episode's spin, after its context had shut down, and Fast DDS
+            # waited forever for that context's timer thread (an episode runner hung for minutes).
+            if action is not None:
+                action.destroy()
             self.executor.shutdown()
             node.destroy_node()
             rclpy.shutdown(context=context)
