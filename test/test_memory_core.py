@@ -308,6 +308,27 @@ def test_latent_cache_hits_misses_and_region_invalidation(core):
         core.latent_store("scene", "enc-v1", (0, 0, 0), 0.1, 0.0, (1,), [math.nan], 1.0)
 
 
+def test_an_encoding_captured_before_its_region_changed_is_refused(core):
+    """A store still on its way when the region changed (frames captured at 2.5, red moved at 3.0)
+    is refused, with the reason; frames captured after the change, or elsewhere, are stored."""
+    from harness_nodes.memory.latent import StaleEncoding
+
+    core.ingest(scene(1.0, seen("red", (0.4, 0.0, 0.025))), 1.0)
+    core.ingest(scene(3.0, seen("red", (0.45, 0.0, 0.025))), 3.0)           # red moved: region changed at 3.0
+    with pytest.raises(StaleEncoding, match="changed at 3.000 s, after these frames were captured"):
+        core.latent_store("scene", "enc", (0.4, 0.0, 0.0), 0.1, 2.5, (1,), [1.0], 3.2)
+    assert core.latent.refused_stale == 1 and not core.latent.entries
+    assert core.latent_store("scene", "enc", (0.4, 0.0, 0.0), 0.1, 3.1, (1,), [1.0], 3.2)    # after the change
+    assert core.latent_store("scene", "enc", (0.0, 0.6, 0.0), 0.1, 2.5, (1,), [1.0], 3.2)    # elsewhere
+    # the arm's own action in the region counts as a change too
+    core.apply_action("c", [(0.0, 0.6, 0.3), (0.0, 0.6, 0.03)], 4.0)
+    with pytest.raises(StaleEncoding):
+        core.latent_store("scene", "enc", (0.0, 0.6, 0.0), 0.1, 3.5, (1,), [1.0], 4.1)
+    # a clock that went back (a restarted sim): the old changes no longer refuse anything
+    core.ingest(scene(0.5, seen("blue", (0.0, 0.9, 0.025))), 0.5)
+    assert core.latent_store("scene", "enc", (0.4, 0.0, 0.0), 0.1, 0.4, (1,), [1.0], 0.6)
+
+
 def test_latent_entry_dropped_by_an_action_in_its_region(core):
     core.latent_store("scene", "m", (0.4, 0.0, 0.0), 0.1, 0.5, (1,), [1.0], 1.0)
     core.apply_action("c", [(0.4, 0.0, 0.3), (0.4, 0.0, 0.03)], 2.0)

@@ -20,8 +20,8 @@ Encoding cache: an encoding is reused under the tool pose it was made at (2 mm, 
 long as memory's latent cache keeps the entry stored for it: memory drops an entry when a fact in
 its region (`latent_region_radius` around the target) changes, and the node sees that in the next
 snapshot (`snapshot_rate`, 2 Hz by default). Without a memory tracker, only identical frames reuse
-an encoding. Known gap: a store still on its way when the region changes is taken by memory as
-current (memory does not yet compare the encoding's capture stamp with the region's last change).
+an encoding. A store still on its way when the region changes carries the frames' capture stamp,
+and memory refuses it (the region changed after the frames were captured).
 
 Inference runs in the service's own callback group on a multi-threaded executor (and the closed
 loop in its own thread), so subscriptions and diagnostics never wait for the model. Bad input
@@ -57,7 +57,7 @@ from harness_nodes.common.params import declare_and_load
 from harness_nodes.common.paths import _SOURCE_ROOT
 from harness_nodes.common.qos import DIAGNOSTICS_QOS, JOINT_STATE_QOS
 from harness_nodes.common.robot_description import load_robot_description
-from harness_nodes.common.stamps import to_seconds
+from harness_nodes.common.stamps import to_seconds, to_time
 from harness_nodes.latent_policy.core import (CAMERA_FOV_DEG, LatentPolicyCore, ObservationError, crop_to_fov)
 from harness_nodes.latent_policy.state import StateError, ToolState
 from robot_harness.msg import (ActionCandidates, ActionChunk, ExecutionFeedback, LatentAction, MemoryFact,
@@ -212,10 +212,11 @@ class LatentPolicyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def observation(self, joint_state: JointState | None, scene=None, target: str = ""):
-        """(frames, tool state, belief) or ObservationError with the reason."""
+        """(frames, tool state, belief, capture stamp of the oldest frame) or ObservationError with
+        the reason."""
         now = self.now()
         max_age = self.params.max_observation_age
-        frames = {}
+        frames, captured = {}, math.inf
         for cam in self.core.config.cameras:
             if cam not in self.frames:
                 raise ObservationError(f"no '{cam}' camera frame received yet on "
@@ -224,6 +225,7 @@ class LatentPolicyNode(Node):
             if now - stamp > max_age:
                 raise ObservationError(f"'{cam}' frame is stale: {now - stamp:.2f} s old (max_observation_age {max_age} s)")
             frames[cam] = img
+            captured = min(captured, stamp)
         js = joint_state if joint_state is not None and len(joint_state.name) else self.joint_state
         if js is None:
             raise ObservationError("no joint state in the request and none received on /joint_states")
@@ -234,7 +236,7 @@ class LatentPolicyNode(Node):
             state = self.tool.from_joint_state(list(js.name), list(js.position))
         except StateError as exc:
             raise ObservationError(str(exc)) from None
-        return frames, state, self.belief(target, scene)
+        return frames, state, self.belief(target, scene), (captured if math.isfinite(captured) else now)
 
     def belief(self, target: str, scene=None):
         """The target's position: from the request's scene observation, else the memory tracker."""
@@ -255,7 +257,7 @@ class LatentPolicyNode(Node):
         try:
             from harness_nodes.latent_policy.core import parse_goal
             target = parse_goal(request.goal, self.core.objects)
-            frames, state, belief = self.observation(request.joint_state, request.scene, target)
+            frames, state, belief, captured = self.observation(request.joint_state, request.scene, target)
             with self.lock:
                 proposal = self.core.propose(frames, state, request.goal, belief, n,
                                              self.rng if self.params.sample_candidates else None,
@@ -269,23 +271,24 @@ class LatentPolicyNode(Node):
         response.success = True
         response.message = f"{len(proposal.candidates)} candidates ({'cache hit' if proposal.cache_hit else 'encoded'}, " \
                            f"{proposal.seconds * 1000:.1f} ms)"
-        self._count(proposal, state, belief)
+        self._count(proposal, state, belief, captured)
         return response
 
-    def _count(self, proposal, state, belief) -> None:
+    def _count(self, proposal, state, belief, captured: float) -> None:
         self.stats["served"] += 1
         self.stats["latency"] = (self.stats["latency"] + [proposal.seconds])[-200:]
         if not proposal.cache_hit and self.params.store_latents and self.store_cli.service_is_ready():
-            self._store_latent(proposal.features, state, belief)
+            self._store_latent(proposal.features, state, belief, captured)
 
-    def _store_latent(self, features, state, belief) -> None:
+    def _store_latent(self, features, state, belief, captured: float) -> None:
         """Store the encoding in memory's latent cache, keyed by the region around the target (the
-        tool when memory knows no target); once stored, it is reused at this tool pose."""
+        tool when memory knows no target), stamped with the frames' capture time (memory refuses it
+        if the region changed after that); once stored, it is reused at this tool pose."""
         centre = belief if belief is not None else state[:3]
         req = StoreLatent.Request(camera="+".join(self.core.config.cameras), model=self.core.model_id,
                                   region_radius=float(self.params.latent_region_radius))
         req.region_center.x, req.region_center.y, req.region_center.z = (float(v) for v in centre[:3])
-        req.stamp = self.get_clock().now().to_msg()
+        req.stamp = to_time(captured)
         req.shape = [int(s) for s in features.shape]
         req.data = features.numpy().astype(np.float32).reshape(-1).tolist()
         key = self.pose_key(state)
@@ -348,7 +351,7 @@ class LatentPolicyNode(Node):
         sent = 0
         while rclpy.ok() and sent < self.params.max_chunks:
             try:
-                frames, state, belief = self.observation(None, None, target)
+                frames, state, belief, captured = self.observation(None, None, target)
             except ObservationError as exc:
                 self.stats["closed_loop"] = f"waiting: {exc}"
                 time.sleep(0.1)
@@ -356,7 +359,7 @@ class LatentPolicyNode(Node):
             with self.lock:
                 proposal = self.core.propose(frames, state, self.params.goal, belief, 1,
                                              cache_key=self.reusable_key(state))
-            self._count(proposal, state, belief)
+            self._count(proposal, state, belief, captured)
             chunk = self.to_message(proposal, state).candidates[0]
             chunk.attempt = 1
             self.command_pub.publish(chunk)

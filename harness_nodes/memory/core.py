@@ -35,7 +35,7 @@ from harness_nodes.memory.recheck import RecheckPlanner
 from harness_nodes.common.geometry import CameraModel
 from harness_nodes.memory.facts import (Event, EventType, Fact, Kind, ObjectObs, ObsStatus,
                                         SceneObs, State, NAN3, IDENTITY_Q, ZERO_COV)
-from harness_nodes.memory.latent import LatentCache, LatentEntry
+from harness_nodes.memory.latent import LatentCache, LatentEntry, StaleEncoding
 from harness_nodes.memory.persistence import SqliteStore
 from harness_nodes.memory.table import FactTable
 from harness_nodes.memory.validity import (CHI2_3DOF, covariance_ok, expected_visible, fuse, mahalanobis2,
@@ -141,9 +141,10 @@ class MemoryCore(GraspTracking, RecheckPlanner):
     def __len__(self) -> int:
         return len(self.table)
 
-    def _changed_region(self, points) -> None:
-        """Facts at `points` changed: drop latent entries of those regions (and their latent facts)."""
-        for key in self.latent.invalidate_points(points):
+    def _changed_region(self, points, now: float | None = None) -> None:
+        """Facts at `points` changed (at `now`): drop latent entries of those regions (and their
+        latent facts); encodings captured before `now` there are refused from then on."""
+        for key in self.latent.invalidate_points(points, now):
             fid = f"latent/{key}"
             slot = self.table.slot_of.get(fid)
             if slot is not None:
@@ -257,7 +258,7 @@ class MemoryCore(GraspTracking, RecheckPlanner):
                      "perception", camera, State.VALID, "")
             self._put(f, now)
             self._emit(EventType.CREATED, fid, o.object_id, f"first seen by {obs_ref}", 0.0, conf_obs, now)
-            self._changed_region([pos])
+            self._changed_region([pos], now)
             return
         old = self.table.fact(slot, now)
         before = old.confidence
@@ -278,7 +279,7 @@ class MemoryCore(GraspTracking, RecheckPlanner):
             self._emit(EventType.CONTRADICTED, fid, o.object_id,
                        f"{obs_ref} saw it {dist:.3f} m away (Mahalanobis^2 {m2:.1f} > {self.gate}); "
                        f"observation wins, old belief kept as {archived.fact_id}", before, conf_obs, now)
-            self._changed_region([pos, old.position])
+            self._changed_region([pos, old.position], now)
             return
         if old.has_pose and old.state != State.INVALID:
             mean, fused = fuse(old.position, old.covariance, pos, cov, p.gate_min_sigma)
@@ -296,7 +297,7 @@ class MemoryCore(GraspTracking, RecheckPlanner):
                        f"re-observed by {obs_ref} (was {old.state.name.lower()})", before, conf, now)
         moved = float(np.linalg.norm(np.asarray(mean) - np.asarray(old.position))) if old.has_pose else math.inf
         if moved > p.gate_min_sigma:
-            self._changed_region([mean] + ([old.position] if old.has_pose else []))
+            self._changed_region([mean] + ([old.position] if old.has_pose else []), now)
 
     def _negative(self, slots: np.ndarray, reason: str, now: float) -> None:
         """Negative evidence on `slots`: confidence times the factor; STALE if it falls below."""
@@ -330,8 +331,7 @@ class MemoryCore(GraspTracking, RecheckPlanner):
                 self._emit(EventType.INVALIDATED, rec.fact_id, rec.subject, why, before[i], after[i], now)
             else:
                 self._emit(EventType.STALE, rec.fact_id, rec.subject, why, before[i], after[i], now)
-        if self.latent.entries:
-            self._changed_region(t.pos[slots])
+        self._changed_region(t.pos[slots], now)
         return subjects
 
     def _frustum_negative(self, s: SceneObs, camera: CameraModel, depth, handled: set, obs_ref: str,
@@ -589,7 +589,7 @@ class MemoryCore(GraspTracking, RecheckPlanner):
             self._emit(EventType.VERIFIED, fid, f.subject, f"re-asserted by {f.source or 'a client'}",
                        existing.confidence, f.confidence, now)
         if has_pose and kind in POSED_KINDS:
-            self._changed_region([f.position] + ([existing.position] if existing and existing.has_pose else []))
+            self._changed_region([f.position] + ([existing.position] if existing and existing.has_pose else []), now)
         return fid
 
     # ================================================================== latent cache
@@ -597,6 +597,8 @@ class MemoryCore(GraspTracking, RecheckPlanner):
                      now: float) -> str:
         try:
             key = self.latent.store(camera, model, center, radius, stamp, shape, data)
+        except StaleEncoding:
+            raise                         # not bad input: the frames were older than the region
         except ValueError as exc:
             raise InputError(str(exc)) from None
         fid = f"latent/{key}"

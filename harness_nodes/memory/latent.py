@@ -1,6 +1,8 @@
 """Latent cache: model-internal encodings (the embodied analogue of an LLM's KV cache) keyed by
 camera, model and a quantised scene region. An entry is dropped when a fact inside its region
-changes (`invalidate_points`), so a stale encoding is never served. Bounded by entries and bytes
+changes (`invalidate_points`), so a stale encoding is never served; an encoding of frames captured
+before the last change in its region (a store still on its way when the region changed) is refused
+(`StaleEncoding`): the last `CHANGES_KEPT` changes are remembered with their times. Bounded by entries and bytes
 (least recently used dropped first). Hit and miss counts are kept for diagnostics.
 
 Pure and in memory. For persistence it records what changed since the last write (`pending()`:
@@ -10,12 +12,18 @@ entries (`restore()`), checking them as `store()` checks new ones and applying t
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
 
 MAX_CELL_INDEX = 2 ** 52     # quantised region indices stay exact integers below this
+CHANGES_KEPT = 4096          # region changes remembered (point, time) to refuse encodings older than them
+CLOCK_JUMP_BACK = 1.0        # s: a change this much older than the newest one means the clock was reset
+
+
+class StaleEncoding(ValueError):
+    """The encoding's frames were captured before a change inside its region."""
 
 
 @dataclass
@@ -45,6 +53,8 @@ class LatentCache:
         self._changed: set[str] = set()   # stored or dropped since the last persisted write
         self._touched: set[str] = set()   # fetched (recency changed) since the last persisted write
         self._tick = 0
+        self.changes: deque = deque(maxlen=CHANGES_KEPT)   # (point (3,), time of the change), oldest first
+        self.refused_stale = 0
 
     def key(self, camera: str, model: str, center, radius: float) -> str:
         """The entry id of a region. Raises ValueError for a centre or radius that is not finite or
@@ -84,6 +94,11 @@ class LatentCache:
     def store(self, camera: str, model: str, center, radius: float, stamp: float, shape, data) -> str:
         shape, data = self._check(camera, model, center, radius, shape, data)
         k = self.key(camera, model, center, radius)
+        changed = self.changed_after(center, radius, stamp) if stamp > 0 else None   # 0: capture time unknown
+        if changed is not None:
+            self.refused_stale += 1
+            raise StaleEncoding(f"the region changed at {changed:.3f} s, after these frames were captured "
+                                f"({float(stamp):.3f} s): encode the current frames")
         self._drop(k)
         self._add(LatentEntry(k, camera, model, tuple(float(v) for v in center), float(radius), float(stamp),
                               shape, data, self._use()))
@@ -119,10 +134,22 @@ class LatentCache:
         self._touched.discard(k)
         return True
 
-    def invalidate_points(self, points) -> list[str]:
-        """Drop every entry whose region contains one of `points` (N,3). Returns dropped ids."""
+    def changed_after(self, center, radius: float, stamp: float) -> float | None:
+        """Time of the newest remembered change inside the region later than `stamp`, else None."""
+        c, r2 = np.asarray(center, dtype=float), float(radius) ** 2
+        later = [(p, when) for p, when in self.changes if when > stamp]
+        hits = [when for p, when in later if float(np.sum((p - c) ** 2)) <= r2]
+        return max(hits) if hits else None
+
+    def invalidate_points(self, points, now: float | None = None) -> list[str]:
+        """Drop every entry whose region contains one of `points` (N,3); with `now`, remember the
+        change so that encodings captured before it are refused. Returns dropped ids."""
         pts = np.asarray(points, dtype=float).reshape(-1, 3)
-        pts = pts[np.all(np.isfinite(pts), axis=1)]
+        pts = pts[np.all(np.isfinite(pts) & (np.abs(pts) < 1e12), axis=1)]
+        if now is not None and math.isfinite(now):
+            if self.changes and now < self.changes[-1][1] - CLOCK_JUMP_BACK:
+                self.changes.clear()     # the clock went back (a restarted sim clock): older times mean nothing
+            self.changes.extend((p.copy(), float(now)) for p in pts)
         if not len(pts) or not self.entries:
             return []
         dropped = []

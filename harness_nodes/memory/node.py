@@ -67,6 +67,7 @@ from harness_nodes.memory.boundary import (MAX_NAME, FactStrings, LatentKey, Lat
 from harness_nodes.memory.config import MemoryParameters
 from harness_nodes.memory.core import InputError, MemoryCore
 from harness_nodes.memory.motion import MeasuredMotion
+from harness_nodes.memory.latent import StaleEncoding
 from harness_nodes.common.geometry import CameraModel
 from harness_nodes.memory.facts import Fact, Kind, ObjectObs, SceneObs, State
 from harness_nodes.memory.persistence import SqliteStore
@@ -442,6 +443,9 @@ class MemoryTracker(Node):
                          stamp=to_seconds(req.stamp), shape=list(req.shape), length=len(req.data))
             key = self.core.latent_store(r.camera, r.model, r.center, r.radius, r.stamp, r.shape,
                                          np.asarray(req.data, np.float32), self.now())
+        except StaleEncoding as exc:      # a store that was on its way when the region changed
+            res.success, res.message = False, str(exc)
+            return res
         except (InputError, ValueError) as exc:
             self._reject("latent store", str(exc))
             res.success, res.message = False, str(exc)
@@ -593,6 +597,7 @@ class MemoryTracker(Node):
             "held": self.core.held.fact_id if self.core.held else "",
             "latent_entries": len(self.core.latent.entries), "latent_hits": self.core.latent.hits,
             "latent_misses": self.core.latent.misses, "latent_dropped": self.core.latent.dropped,
+            "latent_refused_stale": self.core.latent.refused_stale,
             "flush_ms_mean": 1000 * c.flush_seconds / max(1, c.flushes),
             "db_path": str(self.store.path) if self.store else "", "last_rejection": self.last_rejection[:300],
             "measured_motions": self.motion.segments,
