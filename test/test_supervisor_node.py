@@ -474,7 +474,8 @@ def test_full_harness_with_the_world_model_and_the_latent_policy(start_node, ros
         "perception": start_node("harness_nodes.perception.node", "perception.yaml", use_sim_time=True),
         "world_model": start_node("harness_nodes.world_model.node", "world_model.yaml", use_sim_time=True),
         "latent_policy": start_node("harness_nodes.latent_policy.node", None, use_sim_time=True),
-        "supervisor": start_node("harness_nodes.supervisor.node", "supervisor.yaml", use_sim_time=True),
+        "supervisor": start_node("harness_nodes.supervisor.node", "supervisor.yaml", use_sim_time=True,
+                                 policy_steps=3),
     }
     h = Harness(ros_node)
     h.ready()

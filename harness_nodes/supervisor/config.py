@@ -36,7 +36,7 @@ class SupervisorParameters(BaseModel):
     moved_tolerance: float = Field(0.03, gt=0.0, le=1.0, description="m a belief may move under the plan")
     policy_reach_tolerance: float = Field(0.03, gt=0.0, le=1.0,
                                           description="m from the subgoal's target a policy chunk must end to be used")
-    policy_steps: int = Field(3, ge=0, le=50, description="policy chunks run in closed loop per motion subgoal "
+    policy_steps: int = Field(0, ge=0, le=50, description="policy chunks run in closed loop per motion subgoal "
                               "before the subgoal is finished (0: the policy only finishes subgoals)")
     policy_min_progress: float = Field(0.01, gt=0.0, le=1.0,
                                        description="m closer to the subgoal's target a policy step must bring the tool")

@@ -197,7 +197,7 @@ class RunnerConfig:
     regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
     policy_reach_tolerance: float = 0.03   # m: a policy chunk must end this close to the subgoal's target
     #                                    (and command the same gripper action as the planner's chunk)
-    policy_steps: int = 3              # policy chunks in closed loop per motion subgoal before it is finished
+    policy_steps: int = 0              # policy chunks in closed loop per motion subgoal before it is finished
     policy_min_progress: float = 0.01  # m closer to the subgoal's target a policy step must bring the tool
     surprise_threshold: float = 0.05   # m the task object may be from the world model's prediction; 0 = off
     surprise_wait: float = 2.0         # s to wait for the world model's surprise after a chunk
