@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="moved", choices=sorted(SCENARIOS))
     parser.add_argument("--domain", type=int, default=81, help="ROS domain of the first parallel slot")
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--policy-steps", type=int, default=0,
+                        help="the supervisor's policy_steps (policy chunks in closed loop per motion subgoal)")
     parser.add_argument("--timeout", type=float, default=240.0, help="wall s per episode")
     parser.add_argument("--budget", type=float, default=0.0,
                         help="wall s for the whole run: no new batch starts after it (0 = every seed)")
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown ablations {unknown}; known: {list(ABLATIONS)}")
     t_start = time.perf_counter()
-    jobs = [EpisodeSpec(scenario=args.scenario, ablation=a, seed=s, timeout=args.timeout)
+    jobs = [EpisodeSpec(scenario=args.scenario, ablation=a, seed=s, timeout=args.timeout,
+                        policy_steps=args.policy_steps)
             for s in seeds for a in ablations]
     rows: list[dict] = []
     slots = max(1, args.parallel)
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
               "wall_s": round(time.perf_counter() - t_start, 1),
               "command": f"scripts/env.sh python bench/episodes.py --seeds {args.seeds} --ablations "
                          f"{','.join(ablations)} --scenario {args.scenario} --parallel {slots}"
+                         + (f" --policy-steps {args.policy_steps}" if args.policy_steps else "")
                          + (f" --budget {args.budget:.0f}" if args.budget else "")}
     print(json.dumps(result))
     return 0

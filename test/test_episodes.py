@@ -35,6 +35,10 @@ def test_scenarios_name_sim_scenarios_and_moved_perturbs_the_target():
     args = stack_overrides(EpisodeSpec(scenario="moved", ablation="policy_only", seed=1234))
     assert "sim.scenario:=nominal" in args and "sim.seed:=1234" in args
     assert "supervisor.use_world_model:=false" in args and "supervisor.use_policy:=true" in args
+    assert "supervisor.policy_steps:=0" in args
+    assert "supervisor.policy_steps:=3" in stack_overrides(EpisodeSpec(policy_steps=3))
+    with pytest.raises(ValueError, match="policy_steps"):
+        EpisodeSpec(policy_steps=-1).validate()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 1000, 2**31 - 1])

@@ -205,6 +205,9 @@ class World:
             self.faults["move_after"] = None
         return ExecResult(True, chunk_id=f"{c.name}-{len(self.sent)}")
 
+    def tool_position(self):
+        return tuple(self.tool)
+
     def surprise(self, chunk_id, subject, timeout):
         """Scripted world-model surprise: `surprise_after={chunk name: metres}`, reported once."""
         scripted = self.faults.get("surprise_after", {})
@@ -472,17 +475,77 @@ def _policy(reaching: bool):
     return propose
 
 
-def test_policy_chunks_run_only_when_they_reach_the_subgoal():
+def test_policy_chunks_finish_a_subgoal_only_when_they_reach_it():
     w = World(policy=_policy(reaching=True))
-    out = run(w, use_world_model=False)                           # the policy's own ranking decides
+    out = run(w, use_world_model=False, policy_steps=0)           # the policy's own ranking decides
     assert out.success, out.steps
     assert out.metrics.policy_proposed == 2 and out.metrics.policy_admitted == 1
     assert out.metrics.policy_executed == 1 and out.metrics.planner_executed == 6
     assert "policy0" in names(w) and "policy1" not in names(w)
     w = World(policy=_policy(reaching=False))
-    out = run(w)
+    out = run(w, policy_steps=0)
     assert out.success and out.metrics.policy_executed == 0 and "policy1" not in names(w)
     assert any("none reaches the subgoal" in s for s in out.steps), out.steps
+
+
+def _stepping_policy(step: float, gripper=None, reach_with_close=False):
+    """A policy double that moves the tool `step` m toward the subgoal's target per chunk (the way
+    the latent policy's short delta chunks do), with `gripper` (default: the target's)."""
+    planner = Planner()
+    task = parse_task("put red_cube in tray", {"red_cube"}, {"tray"})
+
+    def propose_for(world):
+        def propose(subgoal):
+            obj = Belief("red_cube", tuple(world.objects["red_cube"]))
+            target = planner.chunk(subgoal, task, obj, Belief("tray", tuple(world.objects["tray"])))
+            end, tool = target.positions[-1], world.tool
+            gap = math.dist(tool, end)
+            frac = 1.0 if gap <= step else step / gap
+            nxt = tuple(t + frac * (e - t) for t, e in zip(tool, end))
+            g = target.gripper if gripper is None else gripper
+            return [Candidate(f"policy-{subgoal.value}", positions=(nxt,), gripper=g, source="policy", score=-0.1)]
+        return propose
+    return propose_for
+
+
+def test_the_policy_drives_each_motion_subgoal_in_closed_loop_and_the_harness_finishes_it():
+    w = World()
+    w.faults["policy"] = _stepping_policy(0.08)(w)
+    out = run(w, policy_steps=3)
+    assert out.success, out.steps
+    m = out.metrics
+    assert m.policy_steps >= 5 and m.policy_executed == m.policy_steps, m
+    assert any("done by the policy" in s for s in out.steps), out.steps      # a step that reached the target
+    assert any("policy step 1: 'policy-approach' executed" in s for s in out.steps), out.steps
+    assert "release" in names(w) and "verify" in names(w)                     # no policy steps there
+    assert w.evaluations >= m.policy_steps                                    # every step went to the world model
+
+
+def test_policy_steps_never_close_early_or_open_while_holding_and_vetoes_stop_them():
+    # a policy that closes the gripper on its way down (the failure of the policy alone: closing
+    # 4 cm above the cube) or opens it while carrying: those chunks never run as steps
+    w = World()
+    w.faults["policy"] = _stepping_policy(0.05, gripper=2)(w)                 # always "close"
+    out = run(w, policy_steps=3)
+    assert out.success, out.steps
+    steps_run = [n for n in names(w) if n.startswith("policy-")]
+    assert all(n == "policy-grasp" for n in steps_run), steps_run              # only the one that reaches the cube
+    w = World()
+    w.faults["policy"] = _stepping_policy(0.05, gripper=1)(w)                 # always "open"
+    out = run(w, policy_steps=3)
+    assert out.success, out.steps
+    assert not any(n in names(w) for n in ("policy-lift", "policy-move", "policy-place")), names(w)
+    # every step vetoed by the world model: the subgoal is finished by the planner
+    w = World(veto=100)
+    w.faults["policy"] = _stepping_policy(0.08)(w)
+    out = run(w, policy_steps=3, use_recovery=False, use_escalation=False)
+    assert not any(n.startswith("policy-") for n in names(w)), names(w)
+    # no progress (the policy proposes where the tool already is): one proposal, then the planner
+    w = World()
+    w.faults["policy"] = _stepping_policy(0.0)(w)
+    out = run(w, policy_steps=3)
+    assert out.success and out.metrics.policy_steps == 0, out.steps
+    assert w.proposals == 7 and any("none of 1 chunk(s) brings the tool" in s for s in out.steps)
 
 
 def test_metrics_count_vetoes_false_vetoes_rechecks_and_decision_latency():

@@ -42,7 +42,8 @@ def stack_overrides(spec: EpisodeSpec) -> list[str]:
     """`-p node.param:=value` arguments of the bringup for this episode."""
     scenario = SCENARIOS[spec.scenario]
     out = [f"sim.scenario:={scenario.sim_scenario}", f"sim.seed:={int(spec.seed)}",
-           f"sim.real_time_factor:={SIM_REAL_TIME_FACTOR}", f"supervisor.help_timeout:={EPISODE_HELP_TIMEOUT}"]
+           f"sim.real_time_factor:={SIM_REAL_TIME_FACTOR}", f"supervisor.help_timeout:={EPISODE_HELP_TIMEOUT}",
+           f"supervisor.policy_steps:={int(spec.policy_steps)}"]
     out += [f"supervisor.{k}:={'true' if v else 'false'}" for k, v in supervisor_switches(spec.ablation).items()]
     return out
 

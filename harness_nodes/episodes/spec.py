@@ -74,6 +74,7 @@ class EpisodeSpec:
     domain_id: int | None = None  # ROS_DOMAIN_ID for this episode's whole stack (None: inherit)
     record_dir: str | None = None  # keep the stack log and a recording (rosbag2, MCAP) of the episode here
     timeout: float = 300.0        # wall s
+    policy_steps: int = 0         # the supervisor's policy_steps: policy chunks in closed loop per motion subgoal
 
     def validate(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -86,6 +87,8 @@ class EpisodeSpec:
             raise ValueError(f"domain_id {self.domain_id} not in 0..232")
         if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and 0 < self.timeout <= 86400):
             raise ValueError(f"timeout {self.timeout} s not in (0, 86400]")
+        if not (isinstance(self.policy_steps, int) and 0 <= self.policy_steps <= 50):
+            raise ValueError(f"policy_steps {self.policy_steps} not in 0..50")
         if not self.object_id or len(self.object_id) > 64 or not self.object_id.replace("_", "").isalnum():
             raise ValueError(f"object_id '{self.object_id[:80]}' is not a plain object name")
 

@@ -16,7 +16,7 @@ class SupervisorParameters(BaseModel):
         "num_candidates", "min_confidence", "retries_per_subgoal", "retries_per_task", "look_timeout",
         "verify_timeout", "grasp_check_timeout", "moved_tolerance", "service_timeout", "policy_timeout",
         "world_model_timeout", "ack_timeout", "gripper_empty_width", "gripper_open_width", "chunk_timeout", "hold_timeout", "help_timeout", "task_timeout",
-        "policy_reach_tolerance", "surprise_threshold", "surprise_wait"})
+        "policy_reach_tolerance", "policy_steps", "policy_min_progress", "surprise_threshold", "surprise_wait"})
     # ablation switches
     use_policy: bool = Field(True, description="ask the latent-action policy for candidates (else the planner)")
     use_world_model: bool = Field(True, description="let the world model rank and veto candidates")
@@ -36,6 +36,10 @@ class SupervisorParameters(BaseModel):
     moved_tolerance: float = Field(0.03, gt=0.0, le=1.0, description="m a belief may move under the plan")
     policy_reach_tolerance: float = Field(0.03, gt=0.0, le=1.0,
                                           description="m from the subgoal's target a policy chunk must end to be used")
+    policy_steps: int = Field(0, ge=0, le=50, description="policy chunks run in closed loop per motion subgoal "
+                              "before the subgoal is finished (0: the policy only finishes subgoals)")
+    policy_min_progress: float = Field(0.01, gt=0.0, le=1.0,
+                                       description="m closer to the subgoal's target a policy step must bring the tool")
     surprise_threshold: float = Field(0.05, ge=0.0, le=10.0, description="m between the world model's prediction "
                                       "and memory for the task object after a chunk: failure cue; 0 = off")
     surprise_wait: float = Field(2.0, gt=0.0, le=60.0, description="s to wait for the world model's surprise "
@@ -99,5 +103,6 @@ class SupervisorParameters(BaseModel):
             min_confidence=self.min_confidence, look_timeout=self.look_timeout, moved_tolerance=self.moved_tolerance,
             grasp_check_timeout=self.grasp_check_timeout, verify_timeout=self.verify_timeout,
             retries_per_subgoal=self.retries_per_subgoal, retries_per_task=self.retries_per_task,
-            policy_reach_tolerance=self.policy_reach_tolerance, surprise_threshold=self.surprise_threshold,
+            policy_reach_tolerance=self.policy_reach_tolerance, policy_steps=self.policy_steps,
+            policy_min_progress=self.policy_min_progress, surprise_threshold=self.surprise_threshold,
             surprise_wait=self.surprise_wait)

@@ -608,6 +608,9 @@ class NodePorts:
         vetoed = tuple(k for k, p in enumerate(res.predictions) if p.violations)
         return Evaluation(int(res.best_index), "; ".join(worst)[:500], vetoed)
 
+    def tool_position(self) -> tuple[float, float, float] | None:
+        return self.node.tool_position()
+
     def surprise(self, chunk_id: str, subject: str, timeout: float) -> float | None:
         """The world model's surprise (m) about `subject` after chunk `chunk_id`, waiting at most
         `timeout` s for it; None when none came (not predicted, or the subject not compared)."""

@@ -10,8 +10,13 @@ raises `NodeLost`, and the runner then holds the arm and records a NODE_LOST fai
 Candidates: the policy's proposals are screened against the subgoal (a chunk that does not end
 within `policy_reach_tolerance` of the subgoal's target, or commands the wrong gripper action, does
 not achieve the subgoal); the admitted ones and the planner's variants go to the world model
-together, so a weak policy is asked every time but only acts when it proposes something that does
-the job. After the approach chunk, the world model's surprise about the task object (predicted vs
+together, so a weak policy is asked every time but only finishes a subgoal when it proposes
+something that does the job. Before that, in the motion subgoals, the policy drives in closed loop
+(`policy_steps` chunks at most): each step the tool is measured, the policy proposes, the chunks
+that bring the tool at least `policy_min_progress` closer to the subgoal's target without a gripper
+action that could drop or close early go to the world model (vetoes apply), the best runs and is
+checked like any other chunk; when the policy proposes no progress, or the steps are spent, the
+subgoal is finished as above (the planner's short remaining chunk when the policy's does not reach). After the approach chunk, the world model's surprise about the task object (predicted vs
 remembered position) above `surprise_threshold` is an OBJECT_MOVED failure (look again).
 
 Metrics (`TaskMetrics`, in the Outcome and the action result) count what the supervisor itself
@@ -39,6 +44,10 @@ ESSENTIAL_NODES = ("memory", "router")   # without these the task cannot go on: 
 # object must not move while the arm approaches it. Later the object is carried and released, where
 # the prediction of where it lands is coarser than the belief checks that verify those subgoals.
 SURPRISE_CHECKED = (Subgoal.APPROACH,)
+# Subgoals the policy may drive in closed loop before the subgoal is finished (release and verify
+# are a gripper action and a look: nothing to approach).
+POLICY_STEPPED = (Subgoal.APPROACH, Subgoal.GRASP, Subgoal.LIFT, Subgoal.MOVE, Subgoal.PLACE)
+GRIPPER_NONE, GRIPPER_OPEN = 0, 1      # robot_harness/ActionChunk gripper_command
 
 
 class NodeLost(Exception):
@@ -92,6 +101,7 @@ class TaskMetrics:
     surprises          chunks after which the world model's surprise about the task object was
                        above surprise_threshold (each one a failure cue)
     policy_proposed, policy_admitted, policy_executed, planner_executed: where chunks came from
+    policy_steps       policy chunks run in closed loop inside a subgoal (also in policy_executed)
     decision_latency_ms  per motion decision: from the memory query that starts it (observation)
                        to the chunk handed to the router (command), world-model check included
     """
@@ -106,6 +116,7 @@ class TaskMetrics:
     policy_admitted: int = 0
     policy_executed: int = 0
     planner_executed: int = 0
+    policy_steps: int = 0
     decision_latency_ms: list[float] = field(default_factory=list)
 
 
@@ -159,6 +170,7 @@ class Ports(Protocol):
     def report(self, state: RunState) -> None: ...
     def log(self, line: str) -> None: ...
     def surprise(self, chunk_id: str, subject: str, timeout: float) -> float | None: ...
+    def tool_position(self) -> tuple[float, float, float] | None: ...
     def cancelled(self) -> bool: ...
     def sleep(self, seconds: float) -> None: ...
     def now(self) -> float: ...
@@ -185,6 +197,8 @@ class RunnerConfig:
     regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
     policy_reach_tolerance: float = 0.03   # m: a policy chunk must end this close to the subgoal's target
     #                                    (and command the same gripper action as the planner's chunk)
+    policy_steps: int = 0              # policy chunks in closed loop per motion subgoal before it is finished
+    policy_min_progress: float = 0.01  # m closer to the subgoal's target a policy step must bring the tool
     surprise_threshold: float = 0.05   # m the task object may be from the world model's prediction; 0 = off
     surprise_wait: float = 2.0         # s to wait for the world model's surprise after a chunk
 
@@ -227,6 +241,8 @@ class TaskRunner:
         self.restarts = 0             # recoveries and human retries: attempt = 1 + restarts
         self.metrics = TaskMetrics()
         self.vetoed_signatures: dict[Subgoal, set] = {}
+        self.last_chunk_id = ""
+        self.unused_proposals: list[Candidate] | None = None
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -326,11 +342,29 @@ class TaskRunner:
             moved = self._object_moved(subgoal)
             if moved:
                 return moved
+        self.unused_proposals = None
+        if subgoal in POLICY_STEPPED and self._policy_on() and self.config.policy_steps > 0:
+            stepped = self._policy_steps(subgoal)
+            if isinstance(stepped, Failure):
+                return stepped
+            if stepped:
+                self._report("verify", subgoal)
+                return self._verify(subgoal)
+            observed = self.ports.now()
         self._report("propose", subgoal)
         candidates = self._candidates(subgoal)
         chosen = self._choose(subgoal, candidates)
         if isinstance(chosen, Failure):
             return chosen
+        failure = self._send(subgoal, chosen, observed)
+        if failure is not None:
+            return failure
+        self._say(f"{subgoal.value}: '{chosen.name}' from {chosen.source} executed (attempt {self.attempt})")
+        self._report("verify", subgoal)
+        return self._verify(subgoal) or self._surprised(subgoal, self.last_chunk_id)
+
+    def _send(self, subgoal: Subgoal, chosen: Candidate, observed: float) -> Failure | None:
+        """Check the belief once more, execute `chosen`, count where it came from."""
         if subgoal in (Subgoal.APPROACH, Subgoal.GRASP):
             moved = self._object_moved(subgoal)     # again: memory may have learnt more while candidates were ranked
             if moved:
@@ -339,6 +373,7 @@ class TaskRunner:
         self._report("execute", subgoal)
         self.metrics.decision_latency_ms.append(round(1000.0 * (self.ports.now() - observed), 2))
         result = self.ports.execute(chosen, self.attempt, subgoal)
+        self.last_chunk_id = result.chunk_id
         if result.cancelled:
             raise Cancelled(held=True)
         if not result.ok:
@@ -350,9 +385,61 @@ class TaskRunner:
         if _signature(chosen) in self.vetoed_signatures.get(subgoal, set()):
             self.metrics.false_vetoes += 1
             self._say(f"{subgoal.value}: a chunk the world model had vetoed ran and succeeded (false veto)")
-        self._say(f"{subgoal.value}: '{chosen.name}' from {chosen.source} executed (attempt {self.attempt})")
-        self._report("verify", subgoal)
-        return self._verify(subgoal) or self._surprised(subgoal, result.chunk_id)
+        return None
+
+    def _policy_on(self) -> bool:
+        return self.config.use_policy and "policy" not in self.lost
+
+    def _policy_steps(self, subgoal: Subgoal) -> Failure | bool:
+        """The policy drives toward the subgoal's target in closed loop, `policy_steps` chunks at
+        most, each one a measured step closer (see the module docstring). True: a step did the
+        subgoal's job (ended at its target with its gripper action); False: the subgoal is to be
+        finished; a Failure when a step failed."""
+        target = self.planner.chunk(subgoal, self.task, self.obj, self.dest, self.yaw_offset)
+        goal = target.positions[-1]
+        grips = (GRIPPER_NONE, GRIPPER_OPEN) if target.gripper == GRIPPER_OPEN else (GRIPPER_NONE,)
+        for step in range(self.config.policy_steps):
+            tool = self.ports.tool_position()
+            if tool is None:
+                return False
+            gap = math.dist(tool, goal)
+            if gap <= self.config.policy_reach_tolerance:
+                return False
+            observed = self.ports.now()
+            self._report("propose", subgoal)
+            proposed = self.ports.propose(self.task, subgoal, self.config.num_candidates)
+            self.metrics.policy_proposed += len(proposed)
+            progress = [c for c in proposed if c.positions and c.gripper in grips
+                        and math.dist(c.positions[-1], goal) <= gap - self.config.policy_min_progress]
+            if not progress:
+                self.unused_proposals = proposed       # the finishing step screens these: nothing moved since
+                self._say(f"{subgoal.value}: policy step {step + 1}: none of {len(proposed)} chunk(s) brings the "
+                          f"tool {self.config.policy_min_progress * 100:.0f} cm closer ({gap:.3f} m from the target): "
+                          f"the subgoal is finished from here")
+                return False
+            chosen = self._choose(subgoal, progress)
+            if isinstance(chosen, Failure):           # every step vetoed: finish the subgoal another way
+                self.unused_proposals = proposed
+                self._say(f"{subgoal.value}: policy step {step + 1}: {chosen.detail}: the subgoal is finished "
+                          f"from here")
+                return False
+            failure = self._send(subgoal, chosen, observed)
+            if failure is not None:
+                return failure
+            self.metrics.policy_steps += 1
+            after = self.ports.tool_position()
+            left = f"{math.dist(after, goal):.3f}" if after is not None else "?"
+            self._say(f"{subgoal.value}: policy step {step + 1}: '{chosen.name}' executed, tool {gap:.3f} -> "
+                      f"{left} m from the target (attempt {self.attempt})")
+            failure = self._surprised(subgoal, self.last_chunk_id)
+            if failure is not None:
+                return failure
+            if math.dist(chosen.positions[-1], goal) <= self.config.policy_reach_tolerance \
+                    and chosen.gripper == target.gripper:
+                self.metrics.policy_admitted += 1
+                self._say(f"{subgoal.value}: done by the policy (attempt {self.attempt})")
+                return True
+        return False
 
     def _count_stale_use(self, subgoal: Subgoal) -> None:
         """Is the chunk about to be sent based on a belief that is not trustworthy right now?"""
@@ -443,12 +530,15 @@ class TaskRunner:
     def _candidates(self, subgoal: Subgoal) -> list[Candidate]:
         count = self.config.num_candidates if self._world_model_on() else 1
         planned = self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset)
-        if not (self.config.use_policy and "policy" not in self.lost):
+        if not self._policy_on():
             return planned
-        proposed = self.ports.propose(self.task, subgoal, self.config.num_candidates)
+        if self.unused_proposals is not None:
+            proposed, self.unused_proposals = self.unused_proposals, None    # counted when proposed
+        else:
+            proposed = self.ports.propose(self.task, subgoal, self.config.num_candidates)
+            self.metrics.policy_proposed += len(proposed)
         if not proposed:
             return planned
-        self.metrics.policy_proposed += len(proposed)
         target = planned[0]
         admitted, closest = [], math.inf
         for c in proposed:
