@@ -129,10 +129,11 @@ def ros_node(domain_id):
     executor.shutdown()
     # Action clients are not destroyed with their node; finalised later by the garbage collector,
     # after this context shut down, Fast DDS can wait forever inside another test's spin.
+    from rclpy.action import ActionClient, ActionServer
+
     for waitable in list(node.waitables):
-        destroy = getattr(waitable, "destroy", None)
-        if destroy is not None:
-            destroy()
+        if isinstance(waitable, (ActionClient, ActionServer)):
+            waitable.destroy()
     node.destroy_node()
     rclpy.shutdown(context=context)
 
