@@ -12,7 +12,7 @@ within `policy_reach_tolerance` of the subgoal's target, or commands the wrong g
 not achieve the subgoal); the admitted ones and the planner's variants go to the world model
 together, so a weak policy is asked every time but only finishes a subgoal when it proposes
 something that does the job. Before that, in the motion subgoals, the policy drives in closed loop
-(`policy_steps` chunks at most): each step the tool is measured, the policy proposes, the chunks
+(`policy_steps` chunks at most; approach, lift and move): each step the tool is measured, the policy proposes, the chunks
 that bring the tool at least `policy_min_progress` closer to the subgoal's target without a gripper
 action that could drop or close early go to the world model (vetoes apply), the best runs and is
 checked like any other chunk; when the policy proposes no progress, or the steps are spent, the
@@ -44,9 +44,11 @@ ESSENTIAL_NODES = ("memory", "router")   # without these the task cannot go on: 
 # object must not move while the arm approaches it. Later the object is carried and released, where
 # the prediction of where it lands is coarser than the belief checks that verify those subgoals.
 SURPRISE_CHECKED = (Subgoal.APPROACH,)
-# Subgoals the policy may drive in closed loop before the subgoal is finished (release and verify
-# are a gripper action and a look: nothing to approach).
-POLICY_STEPPED = (Subgoal.APPROACH, Subgoal.GRASP, Subgoal.LIFT, Subgoal.MOVE, Subgoal.PLACE)
+# Subgoals the policy may drive in closed loop before the subgoal is finished: the free-space
+# motions. The descents to grasp and to place stay the planner's straight vertical moves: policy
+# steps there left the fingers beside the cube and the planner's last chunk then swept into it
+# (router: unexpected contact).
+POLICY_STEPPED = (Subgoal.APPROACH, Subgoal.LIFT, Subgoal.MOVE)
 GRIPPER_NONE, GRIPPER_OPEN = 0, 1      # robot_harness/ActionChunk gripper_command
 
 
