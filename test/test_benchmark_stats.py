@@ -14,9 +14,9 @@ from harness_nodes.episodes.spec import EpisodeResult, EpisodeSpec
 
 
 def episode(success: bool, scenario="nominal", ablation="full", seed=1000, robot="panda", latency=(10.0,),
-            stale=0, sim_time=10.0, error="") -> EpisodeResult:
+            stale=0, sim_time=10.0, error="", outcome=None) -> EpisodeResult:
     return EpisodeResult(EpisodeSpec(scenario, ablation, seed, robot), success,
-                             "succeeded" if success else "failed", 1.0, sim_time, 1, 1, 0, 2, 1, stale, 3,
+                             outcome or ("succeeded" if success else "failed"), 1.0, sim_time, 1, 1, 0, 2, 1, stale, 3,
                              list(latency), [], error)
 
 
@@ -52,8 +52,12 @@ def test_pass_k_is_the_combinatorial_estimate_averaged_over_seeds():
 def test_cell_statistics_from_episodes():
     results = [episode(True, seed=1000, latency=(5.0, 7.0), sim_time=8.0),
                episode(True, seed=1000, latency=(9.0,), sim_time=12.0),
-               episode(False, seed=1001, latency=(100.0,), stale=2, error="timeout"),
-               episode(True, seed=1001, latency=(11.0, float("nan")), sim_time=30.0)]
+               episode(False, seed=1001, latency=(100.0,), stale=2, error="no result within 240 s",
+                       outcome="timeout"),
+               episode(True, seed=1001, latency=(11.0, float("nan")), sim_time=30.0),
+               episode(False, seed=1002, error="grasp_missed at grasp: closed on nothing")]   # a failed task
+    results, extra = results[:4], results[4]
+    assert cell_stats("nominal", "full", [extra]).errors == 0
     c = cell_stats("nominal", "full", results)
     assert (c.episodes, c.successes, c.success_rate, c.seeds, c.trials_per_seed) == (4, 3, 0.75, 2, 2)
     assert c.success_ci95 == pytest.approx(wilson_interval(3, 4))

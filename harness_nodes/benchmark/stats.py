@@ -25,6 +25,7 @@ import numpy as np
 Z95 = statistics.NormalDist().inv_cdf(0.975)
 PASS_K = (1, 4, 8)
 COUNTERS = ("stale_fact_uses", "re_observations", "vetoes", "false_vetoes", "retries", "escalations")
+RUN_ERRORS = ("error", "timeout")      # outcomes of an episode the run itself could not finish
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -96,7 +97,7 @@ def cell_stats(scenario: str, ablation: str, results: Sequence) -> CellStats:
         success_rate=successes / n if n else 0.0, success_ci95=wilson_interval(successes, n),
         pass_k={k: pass_hat_k(trials, k) for k in PASS_K}, seeds=len(per_seed),
         trials_per_seed=min((t for t, _ in trials), default=0),
-        errors=sum(1 for r in results if getattr(r, "error", "")),
+        errors=sum(1 for r in results if r.outcome in RUN_ERRORS),   # a failed task's reason is not one
         time_to_success_s=float(np.median(success_times)) if success_times else None,
         latency_p50_ms=float(np.percentile(latencies, 50)) if latencies.size else None,
         latency_p99_ms=float(np.percentile(latencies, 99)) if latencies.size else None,
