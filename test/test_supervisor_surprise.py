@@ -49,7 +49,9 @@ def test_surprise_after_a_chunk_is_an_object_moved_failure_and_the_cube_is_looke
     world_model = start_node("harness_nodes.world_model.node", "world_model.yaml")
     supervisor = start_node("harness_nodes.supervisor.node", "supervisor.yaml", use_policy=False,
                             use_memory_validity=False, use_viewpoint=False, use_escalation=False,
-                            surprise_threshold=0.05, surprise_wait=3.0, ack_timeout=5.0, hold_timeout=2.0)
+                            surprise_threshold=0.05, surprise_wait=3.0, ack_timeout=5.0, hold_timeout=2.0,
+                            world_model_timeout=30.0)   # a first evaluation on a loaded machine may take > 10 s:
+    #                                                     the chunk then goes out unchecked and nothing is surprised
     h = Harness(ros_node)
     js_pub = ros_node.create_publisher(JointState, "/joint_states", 10)
     fb_pub = ros_node.create_publisher(ExecutionFeedback, "/harness/execution", RELIABLE)
@@ -96,7 +98,8 @@ def test_surprise_after_a_chunk_is_an_object_moved_failure_and_the_cube_is_looke
     # the world model is surprised about that chunk; the supervisor looks again and approaches the new
     # place (the outcome is repeated, as a router repeats its last feedback, until the world model answers)
     assert spin_until(ros_node, lambda: fb_pub.publish(done) or spin_until(ros_node, lambda: False, 0.3)
-                      or any(s.chunk_id == first.chunk_id for s in surprises), 15.0), world_model.log()[-3000:]
+                      or any(s.chunk_id == first.chunk_id for s in surprises), 15.0), \
+        (world_model.log()[-2000:], supervisor.log()[-3000:])
     report = next(s for s in surprises if s.chunk_id == first.chunk_id)
     assert "red_cube" in report.subjects
     assert report.surprise[list(report.subjects).index("red_cube")] > 0.15

@@ -19,8 +19,8 @@ Calls (optional, when the memory tracker runs)
 Encoding cache: an encoding is reused under the tool pose it was made at (2 mm, 0.01 rad) for as
 long as memory's latent cache keeps the entry stored for it: memory drops an entry when a fact in
 its region (`latent_region_radius` around the target) changes, and the node sees that in the next
-snapshot (`snapshot_rate`, 2 Hz by default). Without a memory tracker, only identical frames reuse
-an encoding. A store still on its way when the region changes carries the frames' capture stamp,
+snapshot (`snapshot_rate`, 2 Hz by default). Without a memory tracker, or before it believes in the
+target, nothing is stored and only identical frames reuse an encoding. A store still on its way when the region changes carries the frames' capture stamp,
 and memory refuses it (the region changed after the frames were captured).
 
 Inference runs in the service's own callback group on a multi-threaded executor (and the closed
@@ -277,14 +277,17 @@ class LatentPolicyNode(Node):
     def _count(self, proposal, state, belief, captured: float) -> None:
         self.stats["served"] += 1
         self.stats["latency"] = (self.stats["latency"] + [proposal.seconds])[-200:]
-        if not proposal.cache_hit and self.params.store_latents and self.store_cli.service_is_ready():
+        # Without a belief about the target there is no region whose changes would retire the
+        # encoding (one keyed on the tool outlived the cube moving elsewhere in the frames): not stored.
+        if not proposal.cache_hit and belief is not None and self.params.store_latents \
+                and self.store_cli.service_is_ready():
             self._store_latent(proposal.features, state, belief, captured)
 
     def _store_latent(self, features, state, belief, captured: float) -> None:
-        """Store the encoding in memory's latent cache, keyed by the region around the target (the
-        tool when memory knows no target), stamped with the frames' capture time (memory refuses it
+        """Store the encoding in memory's latent cache, keyed by the region around the target,
+        stamped with the frames' capture time (memory refuses it
         if the region changed after that); once stored, it is reused at this tool pose."""
-        centre = belief if belief is not None else state[:3]
+        centre = belief
         req = StoreLatent.Request(camera="+".join(self.core.config.cameras), model=self.core.model_id,
                                   region_radius=float(self.params.latent_region_radius))
         req.region_center.x, req.region_center.y, req.region_center.z = (float(v) for v in centre[:3])

@@ -101,6 +101,7 @@ FAILURE_TYPES = {
 }
 RESEND_PERIOD = 1.0        # s without any feedback before a chunk is published again (router dedups by id)
 NOT_READY_RETRY = 0.25     # s between sends while the router is not ready or busy (e.g. a viewpoint move)
+DISCOVERY_WAIT = 2.0       # s the task thread waits for the policy or world-model service to be discovered
 WAIT_STEP = 0.05           # s: longest sleep of the task thread before it looks at cancel again
 MAX_REQUEST_ID = 128
 MAX_TEXT = 2000
@@ -549,7 +550,7 @@ class NodePorts:
     # -- policy and world model
     def propose(self, task: Task, subgoal: Subgoal, count: int) -> list[Candidate]:
         client = self.node.policy_client
-        if not client.service_is_ready():
+        if not self._discovered(client):
             self.log(f"{subgoal.value}: policy not reachable ('{client.srv_name}'): planner fallback")
             return []
         req = ProposeActions.Request(goal=task.canonical, num_candidates=int(count))
@@ -583,9 +584,14 @@ class NodePorts:
             return ()
         return (tuple(float(v) for v in end),) if all(math.isfinite(v) for v in end) else ()
 
+    def _discovered(self, client) -> bool:
+        """Is the service there? A node that has just started may not be discovered yet: wait a
+        bounded moment (DISCOVERY_WAIT) rather than going on without it."""
+        return client.service_is_ready() or client.wait_for_service(timeout_sec=DISCOVERY_WAIT)
+
     def evaluate(self, task: Task, candidates: list[Candidate]) -> Evaluation:
         client = self.node.world_model_client
-        if not client.service_is_ready():
+        if not self._discovered(client):
             self.log(f"world model not reachable ('{client.srv_name}'): first candidate unchecked")
             return Evaluation(0, "world model not reachable")
         start = self.last_target
