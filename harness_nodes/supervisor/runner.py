@@ -11,12 +11,13 @@ Candidates: the policy's proposals are screened against the subgoal (a chunk tha
 within `policy_reach_tolerance` of the subgoal's target, or commands the wrong gripper action, does
 not achieve the subgoal); the admitted ones and the planner's variants go to the world model
 together, so a weak policy is asked every time but only finishes a subgoal when it proposes
-something that does the job. Before that, in the motion subgoals, the policy drives in closed loop
-(`policy_steps` chunks at most; approach, lift and move): each step the tool is measured, the policy proposes, the chunks
-that bring the tool at least `policy_min_progress` closer to the subgoal's target without a gripper
-action that could drop or close early go to the world model (vetoes apply), the best runs and is
-checked like any other chunk; when the policy proposes no progress, or the steps are spent, the
-subgoal is finished as above (the planner's short remaining chunk when the policy's does not reach). After the approach chunk, the world model's surprise about the task object (predicted vs
+something that does the job. Before that, in approach, lift and move, the policy drives in closed
+loop (`policy_steps` chunks at most): each step the tool is measured, the policy proposes, the
+chunks that bring the tool at least `policy_min_progress` closer to the subgoal's target without a
+gripper action that could drop or close early go to the world model (vetoes apply), the best runs
+and is checked like any other chunk; when the policy proposes no progress, or the steps are spent,
+the subgoal is finished as above (the planner's short remaining chunk when the policy's does not
+reach). After the approach chunk, the world model's surprise about the task object (predicted vs
 remembered position) above `surprise_threshold` is an OBJECT_MOVED failure (look again).
 
 Metrics (`TaskMetrics`, in the Outcome and the action result) count what the supervisor itself
@@ -30,7 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness_nodes.supervisor.planner import Belief, Candidate, Planner, STATE_CONTRADICTED, STATE_INVALID
+from harness_nodes.supervisor.planner import (GRIPPER_NONE, GRIPPER_OPEN, STATE_CONTRADICTED, STATE_INVALID,
+                                              Belief, Candidate, Planner)
 from harness_nodes.supervisor.recovery import (SUBGOALS, Decision, Failure, FailureType, Recovery, RetryBudget,
                                                Subgoal, decide, restart_point)
 from harness_nodes.supervisor.task import Task
@@ -49,7 +51,6 @@ SURPRISE_CHECKED = (Subgoal.APPROACH,)
 # steps there left the fingers beside the cube and the planner's last chunk then swept into it
 # (router: unexpected contact).
 POLICY_STEPPED = (Subgoal.APPROACH, Subgoal.LIFT, Subgoal.MOVE)
-GRIPPER_NONE, GRIPPER_OPEN = 0, 1      # robot_harness/ActionChunk gripper_command
 
 
 class NodeLost(Exception):
