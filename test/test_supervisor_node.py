@@ -164,13 +164,18 @@ def test_cancel_holds_the_arm_and_refusals_at_acceptance(stack, ros_node):
     res = h.result(handle, 30.0)
     assert res.status == GoalStatus.STATUS_CANCELED, res.result.message
     assert res.result.outcome == "aborted" and "cancelled" in res.result.message and "arm held" in res.result.message
-    assert any(e.chunk_id.startswith("sup-") and e.status == ExecutionFeedback.STATUS_HELD for e in h.execution)
-    # the arm stays where it stopped
-    assert spin_until(ros_node, lambda: h.joints is not None, 5.0)
+    # (the router's HELD feedback and the action result travel on different topics: either may arrive first)
+    assert spin_until(ros_node, lambda: any(e.chunk_id.startswith("sup-") and e.status == ExecutionFeedback.STATUS_HELD
+                                            for e in h.execution), 5.0)
+    # the arm comes to rest and stays where it stopped (the sim applies the stop asynchronously: on a
+    # loaded machine the joint states that arrive first can predate it, so wait for rest, then compare)
+    def at_rest() -> bool:
+        return h.joints is not None and len(h.joints.velocity) >= 7 \
+            and float(np.max(np.abs(np.array(h.joints.velocity[:7])))) < 0.01
+    assert spin_until(ros_node, at_rest, 10.0), h.joints
     before = np.array(h.joints.position[:7])
     spin_until(ros_node, lambda: False, 1.5)
-    # (a few hundredths of a radian of settling after the stop; the approach would move far more)
-    assert np.max(np.abs(np.array(h.joints.position[:7]) - before)) < 0.03
+    assert np.max(np.abs(np.array(h.joints.position[:7]) - before)) < 0.01
     # and a new goal is accepted again once the first has ended
     again = h.send_accepted("put red_cube in tray", task_id="t-after")
     cancel = again.cancel_goal_async()
