@@ -13,7 +13,9 @@ hemisphere around the target's prior) vs no movement.
 Pure cores + SimWorld in-process (no DDS): frames rendered by the simulator's TinyRenderer, the arm
 moved by the simulator's joint trajectory tracker to the IK solution of the chosen view. The target
 starts as an uncertain fact (sigma 5 cm, 2-4 cm off the truth, confidence 0.3) as a task or a stale
-memory would give it; "localised" = seen by a camera with a 3-D error under 1 cm. The last line
+memory would give it; `search` has no prior at all (an object named by a task that no camera has
+seen yet): it looks into the largest table area no depth image has covered, as the perception
+node does for such an object. "localised" = seen by a camera with a 3-D error under 1 cm. The last line
 printed is one JSON object with every figure.
 """
 from __future__ import annotations
@@ -36,11 +38,12 @@ from harness_nodes.perception.config import PerceptionParameters  # noqa: E402
 from harness_nodes.perception.core import ExpectedFact, Frame, PerceptionCore  # noqa: E402
 from harness_nodes.common.geometry import CameraModel, quat_to_matrix  # noqa: E402
 from harness_nodes.common.camera_mount import ee_T_camera  # noqa: E402
-from harness_nodes.perception.viewpoint import Target, ViewpointPlanner  # noqa: E402
+from harness_nodes.perception.viewpoint import Target, ViewpointPlanner, search_target  # noqa: E402
 from harness_nodes.common.kinematics import ArmKinematics  # noqa: E402
 from harness_nodes.sim.world import SimWorld, TrajectoryPoint  # noqa: E402
 
 MAX_VIEWS = 3
+CUBE = 0.05          # m, the target's size (search: a hidden area must have room for it)
 LOCALISED = 0.01     # m
 LENS = ("plumb_bob", (-0.12, 0.05, 0.001, -0.0008, 0.0))    # a webcam-like barrel lens
 
@@ -175,6 +178,7 @@ def occluded_trial(seed: int, policy: str, kin, mount, description) -> int | Non
             res = core.process(f)
             w, inside = core.world_points(f)
             planner.emap.update(w[::2, ::2][inside[::2, ::2]])
+            planner.emap.observe(w[::2, ::2][core.surface_mask(f, w)[::2, ::2]])
             for d in res.objects:
                 if d.object_id == "red_cube" and np.linalg.norm(d.position - truth) < LOCALISED:
                     return True
@@ -188,7 +192,15 @@ def occluded_trial(seed: int, policy: str, kin, mount, description) -> int | Non
         tried = []
         for view in range(1, MAX_VIEWS + 1):
             q_now = world.arm_positions()
-            if policy == "infogain":
+            if policy == "search":       # no prior: the largest table area no camera has seen yet
+                regions = planner.emap.hidden_regions(prm.search_region_min, prm.search_region_max, CUBE)
+                if not regions:
+                    return None
+                best, _ = planner.plan([search_target("red_cube", regions[0], CUBE)], model, q_now, "wrist", tried)
+                if best is None:
+                    return None
+                q, eye = best.q, best.position
+            elif policy == "infogain":
                 best, _ = planner.plan([target], model, q_now, "wrist", tried)
                 if best is None:
                     return None
@@ -242,7 +254,7 @@ def main() -> int:
     mount = ee_T_camera(kin, d.camera_link)
     seeds = list(range(1, args.seeds + 1))
     occl = {}
-    for policy in ("infogain", "random_roi", "random", "none"):
+    for policy in ("search", "infogain", "random_roi", "random", "none"):
         views = [occluded_trial(s, policy, kin, mount, d) for s in seeds]
         ok = [v for v in views if v is not None and v <= MAX_VIEWS]
         occl[policy] = {"success_within_3": round(len(ok) / len(seeds), 3),

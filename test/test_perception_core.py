@@ -15,6 +15,7 @@ from harness_nodes.perception.config import PerceptionParameters
 from harness_nodes.perception.core import (STATUS_EXPECTED_NOT_SEEN, STATUS_SEEN, ExpectedFact, Frame, FrameError,
                                            PerceptionCore, camera_model_from_info, decode_depth, decode_rgb)
 from harness_nodes.common.geometry import CameraModel, model_from_fov, quat_to_matrix
+from harness_nodes.perception.viewpoint import ElevationMap, search_target
 
 TABLE_RGB = (180, 155, 120)
 DOWN = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])   # optical z pointing down
@@ -424,3 +425,49 @@ def test_parameters_validated():
         PerceptionParameters(object_ids=["a", "b"], object_hues=[0.0], object_sizes=[0.05])
     with pytest.raises(ValueError):
         PerceptionParameters(hue_sigma=0.0)
+
+
+# ---------------------------------------------------------------- searching for an object never seen
+def _table_points(lo, hi, cell=0.01, skip=()):
+    """Table-top points (z = 0) on a grid over [lo, hi], without those inside the `skip` boxes."""
+    xs, ys = np.arange(lo[0] + cell / 2, hi[0], cell), np.arange(lo[1] + cell / 2, hi[1], cell)
+    pts = np.array([(x, y, 0.0) for x in xs for y in ys])
+    for (x0, y0), (x1, y1) in skip:
+        pts = pts[~((pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1))]
+    return pts
+
+
+def test_hidden_table_areas_large_enough_for_the_object_become_search_targets():
+    emap = ElevationMap((0.0, -0.5), (1.0, 0.5), 0.01)
+    behind_box = ((0.40, 0.40), (0.50, 0.48))          # 10 x 8 cm nobody has seen
+    sliver = ((0.60, -0.30), (0.61, -0.10))            # 1 cm wide: no cube fits
+    emap.observe(_table_points((0.0, -0.5), (1.0, 0.5), skip=(behind_box, sliver)))
+    assert not emap.observed[45, 94] and emap.observed[30, 50]
+    regions = emap.hidden_regions((0.25, -0.6), (0.8, 0.6), min_extent=0.05)
+    assert len(regions) == 1
+    assert regions[0].centre == pytest.approx((0.45, 0.44), abs=0.006) and regions[0].cells >= 70
+    target = search_target("red_cube", regions[0], 0.05)
+    assert target.position == pytest.approx((0.45, 0.44, 0.025), abs=0.006)
+    sigma = np.sqrt(np.diag(target.covariance))
+    assert 0.03 < sigma[0] < 0.06 and 0.02 < sigma[1] < 0.05 and target.confidence < 0.5
+    # outside the searched region, or once seen, it is no longer a place to look
+    assert emap.hidden_regions((0.6, -0.6), (0.8, 0.6), 0.05) == []
+    emap.observe(_table_points(*behind_box))
+    assert emap.hidden_regions((0.25, -0.6), (0.8, 0.6), 0.05) == []
+
+
+def test_observing_marks_cells_without_changing_heights():
+    emap = ElevationMap((0.0, -0.5), (1.0, 0.5), 0.01)
+    emap.update(np.array([[0.405, 0.005, 0.05]]))
+    emap.observe(np.array([[0.405, 0.005, 0.0], [5.0, 5.0, 0.0], [np.nan, 0.0, 0.0], [1e308, -1e308, 0.0]]))
+    assert emap.height[40, 50] == pytest.approx(0.05) and emap.observed.sum() == 1
+
+
+def test_the_surface_mask_counts_the_table_but_not_the_floor_or_missing_depth():
+    prm = PerceptionParameters()
+    core = PerceptionCore(prm)
+    model = CameraModel(4, 1, 2.0, 2.0, 2.0, 0.5)
+    depth = np.array([[1.0, 0.0, 1.0, 1.0]], np.float32)
+    world = np.array([[[0.4, 0.0, 0.001], [0.4, 0.1, 0.0], [0.4, 0.2, -0.5], [3.0, 0.0, 0.0]]], np.float32)
+    f = Frame("scene", 1.0, np.zeros((1, 4, 3), np.uint8), depth, model, np.zeros(3), np.eye(3))
+    assert core.surface_mask(f, world).tolist() == [[True, False, False, False]]

@@ -286,6 +286,28 @@ def test_contact_backs_off_and_reapproaches():
     assert names(w)[:3] == ["approach", "back_off", "approach"]
 
 
+def test_contact_while_carrying_carries_higher_on_each_retry_up_to_the_cap():
+    w = World(fail_move=(FailureType.CONTACT, 2))
+    sent: list[Candidate] = []
+    execute = w.execute
+    w.execute = lambda c, attempt, subgoal: (sent.append(c), execute(c, attempt, subgoal))[1]
+    out = run(w, carry_raise_step=0.15, max_carry_raise=0.2)
+    assert out.success, out.steps
+    assert any("next carry 0.15 m higher" in s for s in out.steps)
+    assert any("next carry 0.20 m higher" in s for s in out.steps)       # capped
+    lifts = [c.positions[-1][2] for c in sent if c.name == "lift"]
+    moves = [c.positions for c in sent if c.name == "move"]
+    assert lifts[1] == pytest.approx(lifts[0] + 0.15) and lifts[2] == pytest.approx(lifts[0] + 0.2)
+    assert len(moves[0]) == 1 and len(moves[-1]) == 2                     # over the top, then down
+    assert moves[-1][0][2] == pytest.approx(moves[-1][1][2] + 0.2) and moves[-1][1] == moves[0][0]
+
+
+def test_contact_at_the_approach_does_not_raise_the_carry():
+    w = World(fail_approach=(FailureType.CONTACT, 1))
+    out = run(w)
+    assert out.success and not any("carry" in s for s in out.steps), out.steps
+
+
 def test_object_moved_is_looked_at_again_and_replanned():
     w = World(move_after="approach")
     out = run(w)

@@ -1,6 +1,8 @@
 """Parameters of the perception node (pydantic model; declared as ROS parameters by node.py)."""
 from __future__ import annotations
 
+import math
+
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -80,6 +82,9 @@ class PerceptionParameters(BaseModel):
     grid_cell: float = Field(0.01, gt=0.001, le=0.1, description="m, elevation map")
     request_timeout: float = Field(20.0, gt=0.0, description="s for a request to finish")
     settle_frames: int = Field(2, ge=0, le=100, description="frames of the moved camera before verifying")
+    search_region_min: list[float] = Field(default_factory=lambda: [0.25, -0.6], min_length=2, max_length=2,
+                                           description="m (x, y): table area searched for an object no camera has seen")
+    search_region_max: list[float] = Field(default_factory=lambda: [0.8, 0.6], min_length=2, max_length=2)
 
     @model_validator(mode="after")
     def _lists(self) -> "PerceptionParameters":
@@ -94,6 +99,9 @@ class PerceptionParameters(BaseModel):
             raise ValueError("object_sizes must be in (0, 1) m")
         if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max)):
             raise ValueError("workspace_min must be below workspace_max")
+        if any(not (math.isfinite(lo) and math.isfinite(hi) and lo < hi)
+               for lo, hi in zip(self.search_region_min, self.search_region_max)):
+            raise ValueError("search_region_min must be finite and below search_region_max")
         if self.depth_min >= self.depth_max:
             raise ValueError("depth_min must be below depth_max")
         return self

@@ -40,6 +40,7 @@ RGB_ENCODINGS = ("rgb8", "bgr8")
 DEPTH_ENCODINGS = ("32FC1", "16UC1")   # metres, millimetres
 MAX_PIXELS = 4096 * 4096
 RAY_TABLES = 8             # camera models whose per-pixel ray tables are kept
+TABLE_TOLERANCE = 0.02     # m below the table top a depth point still counts as the table (noise)
 
 
 class FrameError(ValueError):
@@ -221,6 +222,16 @@ class PerceptionCore:
         lo, hi = np.asarray(p.workspace_min, np.float32), np.asarray(p.workspace_max, np.float32)
         inside = valid & np.all((w >= lo) & (w <= hi), axis=-1)
         return w, inside
+
+    def surface_mask(self, f: Frame, world: np.ndarray) -> np.ndarray:
+        """Pixels with a valid depth whose world point lies over the workspace at or above the table
+        top (the table itself included): what this image has seen of the workspace."""
+        p = self.p
+        d = np.nan_to_num(f.depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = np.asarray(p.workspace_min, np.float32), np.asarray(p.workspace_max, np.float32)
+        over = np.all((world[..., :2] >= lo[:2]) & (world[..., :2] <= hi[:2]), axis=-1)
+        return (d > p.depth_min) & (d < p.depth_max) & over & (world[..., 2] >= -TABLE_TOLERANCE) \
+            & (world[..., 2] <= hi[2])
 
     def process(self, f: Frame, expected: list[ExpectedFact] | None = None) -> FrameResult:
         """Detections (SEEN) and negative evidence (EXPECTED_NOT_SEEN) of one frame.

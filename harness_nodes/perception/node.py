@@ -53,7 +53,7 @@ from harness_nodes.perception.config import PerceptionParameters
 from harness_nodes.perception.core import (ExpectedFact, Frame, FrameError, PerceptionCore,
                                            camera_model_from_info, decode_depth, decode_rgb, pose_from)
 from harness_nodes.common.geometry import matrix_to_quat
-from harness_nodes.perception.viewpoint import Target, ViewpointPlanner
+from harness_nodes.perception.viewpoint import Target, ViewpointPlanner, search_target
 from robot_harness.msg import (ExecutionFeedback, MemorySnapshot, ObjectObservation, SceneObservation,
                                ViewpointRequest)
 
@@ -284,6 +284,7 @@ class PerceptionNode(Node):
         if self.planner is not None:
             world, inside = self.core.world_points(frame)
             self.planner.emap.update(world[::2, ::2][inside[::2, ::2]])
+            self.planner.emap.observe(world[::2, ::2][self.core.surface_mask(frame, world)[::2, ::2]])
         self._publish(result, frame, pose)
         self.process_times.append(result.process_time)
         r = self.request
@@ -342,6 +343,13 @@ class PerceptionNode(Node):
             weight = 2.0 if f.subject in rechecked else 1.0
             out.append(Target(f.subject, pos, cov if np.any(cov) else np.eye(3) * 0.02 ** 2,
                               float(f.confidence), weight, self.sizes.get(f.subject, 0.05)))
+        # a re-checked object memory holds no fact about: search where no camera has seen the table yet
+        known = {f.subject for f in self.facts}
+        for subject in sorted(s for s in rechecked if s not in known and s in self.sizes):
+            size = self.sizes[subject]
+            regions = self.planner.emap.hidden_regions(p.search_region_min, p.search_region_max, size)
+            if regions:
+                out.append(search_target(subject, regions[0], size))
         return out
 
     def _on_viewpoint(self) -> None:
@@ -420,6 +428,9 @@ class PerceptionNode(Node):
         self.verifications.append({"id": r["id"], "resolved": ok, "summary": summary})
         if not ok:
             self.failed_views.append(r["position"])
+        for subject, v in results.items():
+            if v[4]:
+                self.rechecks.pop(subject, None)     # served: the next request asks again if need be
         self.get_logger().info(f"viewpoint {r['id']} {'resolved' if ok else 'did not resolve'}: {summary}")
         self._diagnose(DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
                        f"viewpoint {r['id']} {'resolved' if ok else 'did not resolve'} the uncertainty",

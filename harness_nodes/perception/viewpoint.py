@@ -5,7 +5,9 @@ depends on become certain again?
   known to stand where); it predicts whether a ray from a hypothetical camera to a point is
   blocked (a taller box in front of the target).
 * `Target`: a fact to resolve (memory's uncertain or stale facts, re-check requests), a Gaussian
-  over its position plus its confidence.
+  over its position plus its confidence. A re-checked object memory holds no fact about is searched
+  for: the largest table area no depth image has seen yet (`ElevationMap.hidden_regions`, e.g.
+  behind a taller box as the scene camera sees it) becomes its target (`search_target`).
 * `ViewpointPlanner`: candidate wrist-camera poses on a hemisphere around the region of interest
   (several radii and elevations, 8 azimuths), each scored by the expected information gain
   E[gain] = sum over targets of P(visible) * (0.5 log det(prior) / det(posterior) - log confidence)
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from harness_nodes.perception.config import PerceptionParameters
@@ -80,6 +83,36 @@ class ElevationMap:
         h[seen] = tmp[seen]
         self.observed.reshape(-1)[seen] = True
 
+    def observe(self, points: np.ndarray) -> None:
+        """Mark the cells that any of these world points (N, 3) fall in as seen (table top included:
+        a cell whose table a camera has seen cannot hide an object), heights unchanged."""
+        pts = np.asarray(points, dtype=float).reshape(-1, 3)
+        pts = pts[np.all(np.abs(pts) < 1e6, axis=1)]    # finite and sane (NaN compares false)
+        ij = np.floor((pts[:, :2] - self.lo) / self.cell).astype(int)
+        ok = (ij[:, 0] >= 0) & (ij[:, 0] < self.shape[0]) & (ij[:, 1] >= 0) & (ij[:, 1] < self.shape[1])
+        self.observed[ij[ok, 0], ij[ok, 1]] = True
+
+    def hidden_regions(self, region_min, region_max, min_extent: float) -> list["HiddenRegion"]:
+        """Connected areas of `region` (x, y box, m) that no depth image has seen yet and that are at
+        least `min_extent` m wide in x and y (room for the object): where something no camera has
+        seen can be. Largest first."""
+        xs = self.lo[0] + (np.arange(self.shape[0]) + 0.5) * self.cell
+        ys = self.lo[1] + (np.arange(self.shape[1]) + 0.5) * self.cell
+        gx, gy = np.meshgrid(xs, ys, indexing="ij")
+        inside = (gx >= region_min[0]) & (gx <= region_max[0]) & (gy >= region_min[1]) & (gy <= region_max[1])
+        hidden = (inside & ~self.observed).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(hidden, connectivity=4)
+        need = max(1, int(math.ceil(min_extent / self.cell)))
+        out = []
+        for k in range(1, n):
+            if stats[k, cv2.CC_STAT_WIDTH] < need or stats[k, cv2.CC_STAT_HEIGHT] < need:
+                continue
+            m = labels == k
+            xy = np.stack([gx[m], gy[m]], axis=1)
+            out.append(HiddenRegion(xy.mean(axis=0), np.cov(xy.T) + np.eye(2) * self.cell ** 2 / 12, int(m.sum())))
+        out.sort(key=lambda r: -r.cells)
+        return out
+
     def heights_at(self, xy: np.ndarray) -> np.ndarray:
         ij = np.floor((xy - self.lo) / self.cell).astype(int)
         ok = (ij[..., 0] >= 0) & (ij[..., 0] < self.shape[0]) & (ij[..., 1] >= 0) & (ij[..., 1] < self.shape[1])
@@ -99,6 +132,22 @@ class ElevationMap:
         samples = eye + t[..., None] * seg[:, None, :]                        # (N, n, 3)
         h = self.heights_at(samples[..., :2])
         return np.any(samples[..., 2] < h - margin, axis=1)
+
+
+@dataclass
+class HiddenRegion:
+    centre: np.ndarray          # (x, y) m
+    covariance: np.ndarray      # 2x2, m^2: spread of the region's cells
+    cells: int
+
+
+def search_target(subject: str, region: HiddenRegion, size: float, confidence: float = 0.1,
+                  weight: float = 2.0) -> Target:
+    """A target for an object no camera has seen: somewhere in `region`, resting on the table."""
+    cov = np.zeros((3, 3))
+    cov[:2, :2] = region.covariance + np.eye(2) * (size / 2) ** 2
+    cov[2, 2] = (size / 4) ** 2
+    return Target(subject, np.array([region.centre[0], region.centre[1], size / 2]), cov, confidence, weight, size)
 
 
 def prior_samples(mean, cov, n: int = SAMPLES, seed: int = 0) -> np.ndarray:

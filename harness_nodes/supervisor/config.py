@@ -59,6 +59,10 @@ class SupervisorParameters(BaseModel):
     # rates
     heartbeat_rate: float = Field(10.0, gt=0.0, le=1000.0, description="Hz of harness/heartbeat")
     status_rate: float = Field(2.0, gt=0.0, le=100.0, description="Hz of HarnessStatus")
+    # objects perception can recognise: a goal naming one is accepted before memory believes in it
+    # (the look step then asks perception to search for it)
+    searchable_objects: list[str] = Field(default_factory=lambda: ["red_cube", "green_cube", "blue_cube"],
+                                          max_length=256)
     # places: destinations that cannot be picked; their position when memory has no belief
     places: list[str] = Field(default_factory=lambda: ["tray"], min_length=1, max_length=32)
     place_positions: list[float] = Field(default_factory=lambda: [0.50, -0.18, 0.0042],
@@ -87,6 +91,8 @@ class SupervisorParameters(BaseModel):
     def _places_have_positions(self):
         if not self.gripper_empty_width < self.gripper_open_width:
             raise ValueError("gripper_empty_width must be below gripper_open_width")
+        if any(not o or len(o) > 256 for o in self.searchable_objects):
+            raise ValueError("searchable_objects must be non-empty names of at most 256 characters")
         if len(self.place_positions) != 3 * len(self.places):
             raise ValueError(f"place_positions needs 3 values per place ({3 * len(self.places)}), "
                              f"got {len(self.place_positions)}")

@@ -29,7 +29,8 @@ Clients
                                                        activate again, so the hold never outlives us
 
 Goals: one task at a time. A goal while one runs is refused at acceptance ("busy"), as are a goal
-that does not parse, names an object memory has no belief about, or is impossible; the reason is
+that does not parse, names an object memory has no belief about and perception cannot recognise
+(`searchable_objects`: those are accepted and searched for in the look step), or is impossible; the reason is
 logged, on /diagnostics and in HarnessStatus.last_failure (an action client only sees "rejected").
 A cancel holds the arm and ends the goal CANCELED with outcome "aborted" and a message saying
 cancelled. The task loop (runner.py, pure) runs in the action's execute callback on its own
@@ -374,7 +375,7 @@ class Supervisor(Node):
 
     def _parse(self, text: str) -> Task:
         with self.lock:
-            objects = set(self.known_objects) - set(self.params.places)
+            objects = (set(self.known_objects) | set(self.params.searchable_objects)) - set(self.params.places)
         return parse_task(text, objects, set(self.params.places))
 
     def _on_cancel(self, goal_handle) -> CancelResponse:

@@ -84,20 +84,25 @@ class Planner:
             return d + np.array([0.0, 0.0, self.config.object_size + self.config.stack_clearance])
         return d + np.array([0.0, 0.0, self.config.pick.place_height])
 
-    def chunk(self, subgoal: Subgoal, task: Task, obj: Belief, dest: Belief, yaw_offset: float = 0.0) -> Candidate:
-        """The planner's chunk for a motion subgoal (not LOOK)."""
+    def chunk(self, subgoal: Subgoal, task: Task, obj: Belief, dest: Belief, yaw_offset: float = 0.0,
+              carry_raise: float = 0.0) -> Candidate:
+        """The planner's chunk for a motion subgoal (not LOOK). `carry_raise` (m) lifts the held object
+        that much higher and carries it across at that height before coming down above the destination
+        (after a contact while carrying)."""
         c = self.config.pick
         grasp = np.asarray(obj.position, dtype=float) + np.array([0.0, 0.0, c.grasp_height_offset])
         above_obj = grasp + np.array([0.0, 0.0, c.approach_height])
         release = self.release_point(task, dest)
         above_dest = release + np.array([0.0, 0.0, c.approach_height])
+        raised = np.array([0.0, 0.0, max(0.0, float(carry_raise))])
+        carry = [above_dest + raised, above_dest] if raised[2] > 0 else [above_dest]
         pick_q = top_down_quaternion(yaw_of(obj.orientation) + yaw_offset)
         place_q = top_down_quaternion(0.0 if task.kind is TaskKind.PICK_PLACE else yaw_of(dest.orientation))
         table = {
             Subgoal.APPROACH: ([above_obj], pick_q, GRIPPER_OPEN),
             Subgoal.GRASP: ([grasp], pick_q, GRIPPER_CLOSE),
-            Subgoal.LIFT: ([above_obj], pick_q, GRIPPER_NONE),
-            Subgoal.MOVE: ([above_dest], place_q, GRIPPER_NONE),
+            Subgoal.LIFT: ([above_obj + raised], pick_q, GRIPPER_NONE),
+            Subgoal.MOVE: (carry, place_q, GRIPPER_NONE),
             Subgoal.PLACE: ([release], place_q, GRIPPER_NONE),
             Subgoal.RELEASE: ([release], place_q, GRIPPER_OPEN),
             Subgoal.VERIFY: ([above_dest], place_q, GRIPPER_NONE),
@@ -109,12 +114,12 @@ class Planner:
                          quaternion=tuple(float(v) for v in q), gripper=grip)
 
     def candidates(self, subgoal: Subgoal, task: Task, obj: Belief, dest: Belief, count: int,
-                   yaw_offset: float = 0.0, yaw_step: float = 0.15) -> list[Candidate]:
+                   yaw_offset: float = 0.0, yaw_step: float = 0.15, carry_raise: float = 0.0) -> list[Candidate]:
         """`count` variants of the subgoal's chunk (wrist yaw around the nominal one) for the world
         model to rank; the nominal chunk first."""
         offsets = [0.0] + [s * yaw_step * (k // 2 + 1) for k, s in zip(range(max(0, count - 1)),
                                                                         [1, -1] * count)]
-        return [self.chunk(subgoal, task, obj, dest, yaw_offset + o) for o in offsets[:max(1, count)]]
+        return [self.chunk(subgoal, task, obj, dest, yaw_offset + o, carry_raise) for o in offsets[:max(1, count)]]
 
     def back_off(self, open_gripper: bool) -> Candidate:
         return Candidate(name="back_off", positions=((0.0, 0.0, self.config.back_off_height),),

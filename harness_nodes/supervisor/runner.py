@@ -2,6 +2,9 @@
 ask memory what it believes (and for a re-check when the belief is stale), get candidates (policy,
 or the planner fallback), let the world model rank and veto them, execute the chosen chunk, verify
 from memory; on a typed failure recover within the retry budget, else escalate to a human.
+Recoveries carry context: a re-grasp turns the wrist further each time; a contact while carrying
+(lift, move) carries the object `carry_raise_step` higher on the next try (over whatever stood in
+the way, up to `max_carry_raise`).
 
 Pure: everything outside goes through `Ports` (the node implements it over ROS; unit tests with
 in-process doubles). Every port call is bounded by the port; a port that gets no answer in time
@@ -198,6 +201,8 @@ class RunnerConfig:
     retries_per_subgoal: int = 2
     retries_per_task: int = 4
     regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
+    carry_raise_step: float = 0.15     # m higher the object is carried after each contact while carrying
+    max_carry_raise: float = 0.30      # m
     policy_reach_tolerance: float = 0.03   # m: a policy chunk must end this close to the subgoal's target
     #                                    (and command the same gripper action as the planner's chunk)
     policy_steps: int = 0              # policy chunks in closed loop per motion subgoal before it is finished
@@ -236,6 +241,7 @@ class TaskRunner:
         self.dest: Belief | None = None
         self.corrected: dict[str, Belief] = {}
         self.yaw_offset = 0.0
+        self.carry_raise = 0.0
         self.regrasps = 0
         self.lost: set[str] = set()
         self.failures: list[Failure] = []
@@ -398,7 +404,7 @@ class TaskRunner:
         most, each one a measured step closer (see the module docstring). True: a step did the
         subgoal's job (ended at its target with its gripper action); False: the subgoal is to be
         finished; a Failure when a step failed."""
-        target = self.planner.chunk(subgoal, self.task, self.obj, self.dest, self.yaw_offset)
+        target = self.planner.chunk(subgoal, self.task, self.obj, self.dest, self.yaw_offset, self.carry_raise)
         goal = target.positions[-1]
         grips = (GRIPPER_NONE, GRIPPER_OPEN) if target.gripper == GRIPPER_OPEN else (GRIPPER_NONE,)
         for step in range(self.config.policy_steps):
@@ -532,7 +538,8 @@ class TaskRunner:
 
     def _candidates(self, subgoal: Subgoal) -> list[Candidate]:
         count = self.config.num_candidates if self._world_model_on() else 1
-        planned = self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset)
+        planned = self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset,
+                                          carry_raise=self.carry_raise)
         if not self._policy_on():
             return planned
         if self.unused_proposals is not None:
@@ -622,6 +629,12 @@ class TaskRunner:
                     raise Cancelled()
                 self._say(f"recovery: backed off{' with the gripper open' if opening else ''} "
                           f"({'done' if result.ok else result.message})")
+            if recovery is Recovery.BACK_OFF and failure.type is FailureType.CONTACT \
+                    and failure.subgoal in (Subgoal.LIFT, Subgoal.MOVE) \
+                    and self.carry_raise < self.config.max_carry_raise:
+                # something stands in the way of the carry (a box taller than the carry height): go over it
+                self.carry_raise = min(self.config.max_carry_raise, self.carry_raise + self.config.carry_raise_step)
+                self._say(f"recovery: next carry {self.carry_raise:.2f} m higher")
             if recovery is Recovery.REGRASP:
                 self.regrasps += 1
                 k = self.regrasps

@@ -15,6 +15,7 @@ from robot_harness.msg import HarnessStatus, HelpRequest, HumanFeedback
 
 HELP_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+STATUS_GRACE = 10.0      # s `list` listens beyond --wait until the supervisor's status arrives
 
 
 def _spin(node, predicate, timeout: float) -> bool:
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             _spin(node, lambda: False, args.wait)
+            # which request is open needs the supervisor's status: on a slow discovery keep listening
+            # (bounded) until one arrives
+            _spin(node, lambda: bool(status), STATUS_GRACE)
             latest = status[-1] if status else None
             for rid, req in requests.items():
                 is_open = bool(latest and latest.waiting_for_human and latest.task_id == req.task_id
