@@ -146,6 +146,8 @@ class World:
     def beliefs(self, subjects):
         if self.faults.get("memory_dead"):
             raise NodeLost("memory", "query timed out")
+        if getattr(self, "lands_at", None) is not None and self.clock >= self.lands_at:
+            self.objects["red_cube"][2], self.lands_at = 0.025, None
         out = {}
         for s in subjects:
             if s in self.objects:
@@ -197,7 +199,10 @@ class World:
             if self.faults.get("slip_on") == c.name:
                 self.held = False
                 self.faults["slip_on"] = None
-                self.objects["red_cube"] = [self.tool[0], self.tool[1], 0.025]
+                # memory's beliefs may still come from frames of the fall for `airborne` s
+                z = self.tool[2] if self.faults.get("airborne") else 0.025
+                self.objects["red_cube"] = [self.tool[0], self.tool[1], z]
+                self.lands_at = self.clock + self.faults.get("airborne", 0.0)
             else:
                 self.objects["red_cube"] = list(self.tool)
         if self.faults.get("move_after") == c.name:
@@ -300,6 +305,29 @@ def test_contact_while_carrying_carries_higher_on_each_retry_up_to_the_cap():
     assert lifts[1] == pytest.approx(lifts[0] + 0.15) and lifts[2] == pytest.approx(lifts[0] + 0.2)
     assert len(moves[0]) == 1 and len(moves[-1]) == 2                     # over the top, then down
     assert moves[-1][0][2] == pytest.approx(moves[-1][1][2] + 0.2) and moves[-1][1] == moves[0][0]
+
+
+def test_contact_while_grasping_turns_the_next_grasp_90_degrees():
+    w = World(fail_grasp=(FailureType.CONTACT, 1))
+    sent: list[Candidate] = []
+    execute = w.execute
+    w.execute = lambda c, attempt, subgoal: (sent.append(c), execute(c, attempt, subgoal))[1]
+    out = run(w, use_world_model=False)
+    assert out.success and any("next grasp turned 90 deg" in s for s in out.steps), out.steps
+    grasps = [c.quaternion for c in sent if c.name == "grasp"]
+    yaws = [math.atan2(2 * (q[3] * q[2] + q[0] * q[1]), 1 - 2 * (q[1] ** 2 + q[2] ** 2)) for q in grasps]
+    turned = abs((yaws[1] - yaws[0] + math.pi) % (2 * math.pi) - math.pi)
+    assert turned == pytest.approx(math.pi / 2, abs=1e-6)
+
+
+def test_a_dropped_object_still_in_the_air_is_looked_at_again_before_it_is_used():
+    w = World(slip_on="move", airborne=1.5)
+    out = run(w, max_rest_height=0.15)
+    assert out.success, out.steps
+    assert any("m up and not held" in s for s in out.steps), out.steps   # the belief while it fell
+    looks = [s for s in out.steps if s.startswith("look: believes 'red_cube'")]
+    heights = [float(s.split("[", 1)[1].split("]", 1)[0].split(",")[2]) for s in looks]
+    assert len(looks) == 2 and all(z <= 0.15 for z in heights), looks   # used only once it had landed
 
 
 def test_contact_at_the_approach_does_not_raise_the_carry():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness_nodes.common.geometry import quat_multiply, yaw_quat
 from harness_nodes.expert.plan import (GRIPPER_CLOSE, GRIPPER_NONE, GRIPPER_OPEN, PickPlaceConfig,
                                        top_down_quaternion, yaw_of)
 from harness_nodes.supervisor.recovery import Subgoal
@@ -85,10 +86,12 @@ class Planner:
         return d + np.array([0.0, 0.0, self.config.pick.place_height])
 
     def chunk(self, subgoal: Subgoal, task: Task, obj: Belief, dest: Belief, yaw_offset: float = 0.0,
-              carry_raise: float = 0.0) -> Candidate:
+              carry_raise: float = 0.0, grasp_turn: float = 0.0) -> Candidate:
         """The planner's chunk for a motion subgoal (not LOOK). `carry_raise` (m) lifts the held object
         that much higher and carries it across at that height before coming down above the destination
-        (after a contact while carrying)."""
+        (after a contact while carrying). The grasp yaw is folded to the quarter turn nearest the
+        wrist's home (a cube looks the same); `grasp_turn` (rad) turns it after that fold, so pi/2
+        takes the other pair of faces (after a contact while grasping)."""
         c = self.config.pick
         grasp = np.asarray(obj.position, dtype=float) + np.array([0.0, 0.0, c.grasp_height_offset])
         above_obj = grasp + np.array([0.0, 0.0, c.approach_height])
@@ -96,7 +99,7 @@ class Planner:
         above_dest = release + np.array([0.0, 0.0, c.approach_height])
         raised = np.array([0.0, 0.0, max(0.0, float(carry_raise))])
         carry = [above_dest + raised, above_dest] if raised[2] > 0 else [above_dest]
-        pick_q = top_down_quaternion(yaw_of(obj.orientation) + yaw_offset)
+        pick_q = quat_multiply(yaw_quat(grasp_turn), top_down_quaternion(yaw_of(obj.orientation) + yaw_offset))
         place_q = top_down_quaternion(0.0 if task.kind is TaskKind.PICK_PLACE else yaw_of(dest.orientation))
         table = {
             Subgoal.APPROACH: ([above_obj], pick_q, GRIPPER_OPEN),
@@ -114,12 +117,14 @@ class Planner:
                          quaternion=tuple(float(v) for v in q), gripper=grip)
 
     def candidates(self, subgoal: Subgoal, task: Task, obj: Belief, dest: Belief, count: int,
-                   yaw_offset: float = 0.0, yaw_step: float = 0.15, carry_raise: float = 0.0) -> list[Candidate]:
+                   yaw_offset: float = 0.0, yaw_step: float = 0.15, carry_raise: float = 0.0,
+                   grasp_turn: float = 0.0) -> list[Candidate]:
         """`count` variants of the subgoal's chunk (wrist yaw around the nominal one) for the world
         model to rank; the nominal chunk first."""
         offsets = [0.0] + [s * yaw_step * (k // 2 + 1) for k, s in zip(range(max(0, count - 1)),
                                                                         [1, -1] * count)]
-        return [self.chunk(subgoal, task, obj, dest, yaw_offset + o, carry_raise) for o in offsets[:max(1, count)]]
+        return [self.chunk(subgoal, task, obj, dest, yaw_offset + o, carry_raise, grasp_turn)
+                for o in offsets[:max(1, count)]]
 
     def back_off(self, open_gripper: bool) -> Candidate:
         return Candidate(name="back_off", positions=((0.0, 0.0, self.config.back_off_height),),

@@ -2,7 +2,9 @@
 ask memory what it believes (and for a re-check when the belief is stale), get candidates (policy,
 or the planner fallback), let the world model rank and veto them, execute the chosen chunk, verify
 from memory; on a typed failure recover within the retry budget, else escalate to a human.
-Recoveries carry context: a re-grasp turns the wrist further each time; a contact while carrying
+Recoveries carry context: a re-grasp turns the wrist further each time; a contact while grasping
+turns the grasp 90 degrees (the other pair of faces); a belief about a dropped object still in the
+air (above `max_rest_height`, not held) is not used, perception is asked again; a contact while carrying
 (lift, move) carries the object `carry_raise_step` higher on the next try (over whatever stood in
 the way, up to `max_carry_raise`).
 
@@ -201,6 +203,7 @@ class RunnerConfig:
     retries_per_subgoal: int = 2
     retries_per_task: int = 4
     regrasp_yaw_step: float = 0.2      # rad added (alternating sign, growing) per re-grasp
+    max_rest_height: float = 0.15      # m: an object not held believed higher is still falling: look again
     carry_raise_step: float = 0.15     # m higher the object is carried after each contact while carrying
     max_carry_raise: float = 0.30      # m
     policy_reach_tolerance: float = 0.03   # m: a policy chunk must end this close to the subgoal's target
@@ -242,6 +245,7 @@ class TaskRunner:
         self.corrected: dict[str, Belief] = {}
         self.yaw_offset = 0.0
         self.carry_raise = 0.0
+        self.grasp_turn = 0.0              # rad, pi/2 after a contact while grasping
         self.regrasps = 0
         self.lost: set[str] = set()
         self.failures: list[Failure] = []
@@ -404,7 +408,8 @@ class TaskRunner:
         most, each one a measured step closer (see the module docstring). True: a step did the
         subgoal's job (ended at its target with its gripper action); False: the subgoal is to be
         finished; a Failure when a step failed."""
-        target = self.planner.chunk(subgoal, self.task, self.obj, self.dest, self.yaw_offset, self.carry_raise)
+        target = self.planner.chunk(subgoal, self.task, self.obj, self.dest, self.yaw_offset, self.carry_raise,
+                                    self.grasp_turn)
         goal = target.positions[-1]
         grips = (GRIPPER_NONE, GRIPPER_OPEN) if target.gripper == GRIPPER_OPEN else (GRIPPER_NONE,)
         for step in range(self.config.policy_steps):
@@ -493,7 +498,11 @@ class TaskRunner:
             return False
         if b.held or not self.config.use_memory_validity:
             return all(math.isfinite(v) for v in b.position)
-        return b.trustworthy(self.config.min_confidence)
+        return b.trustworthy(self.config.min_confidence) and not self._in_the_air(b)
+
+    def _in_the_air(self, b: Belief) -> bool:
+        """Not held, yet believed higher than anything rests here: seen while it fell (after a slip)."""
+        return not b.held and b.position[2] > self.config.max_rest_height
 
     def _look(self) -> Failure | None:
         self._report("perceive", Subgoal.LOOK)
@@ -509,7 +518,8 @@ class TaskRunner:
                 return None
             now = self.ports.now()
             if self.config.use_viewpoint and now - last_ask >= self.config.recheck_period:
-                why = "no belief" if obj is None else f"belief state {obj.state}, confidence {obj.confidence:.2f}"
+                why = "no belief" if obj is None else f"belief state {obj.state}, confidence {obj.confidence:.2f}" + (
+                    f", {obj.position[2]:.2f} m up and not held" if self._in_the_air(obj) else "")
                 self._recheck(f"supervisor needs '{self.task.object_id}': {why}")
                 if last_ask == -math.inf:
                     self._say(f"look: '{self.task.object_id}' not trustworthy ({why}): re-check requested")
@@ -539,7 +549,7 @@ class TaskRunner:
     def _candidates(self, subgoal: Subgoal) -> list[Candidate]:
         count = self.config.num_candidates if self._world_model_on() else 1
         planned = self.planner.candidates(subgoal, self.task, self.obj, self.dest, count, self.yaw_offset,
-                                          carry_raise=self.carry_raise)
+                                          carry_raise=self.carry_raise, grasp_turn=self.grasp_turn)
         if not self._policy_on():
             return planned
         if self.unused_proposals is not None:
@@ -635,6 +645,13 @@ class TaskRunner:
                 # something stands in the way of the carry (a box taller than the carry height): go over it
                 self.carry_raise = min(self.config.max_carry_raise, self.carry_raise + self.config.carry_raise_step)
                 self._say(f"recovery: next carry {self.carry_raise:.2f} m higher")
+            if recovery is Recovery.BACK_OFF and failure.type is FailureType.CONTACT \
+                    and failure.subgoal is Subgoal.GRASP:
+                # the fingers met something beside the object (a tray rim, a neighbour): a cube can be
+                # taken by its other pair of faces
+                self.grasp_turn = 0.0 if self.grasp_turn else math.pi / 2
+                self._say(f"recovery: next grasp turned {'90' if self.grasp_turn else 'back by 90'} deg "
+                          f"(the other pair of faces)")
             if recovery is Recovery.REGRASP:
                 self.regrasps += 1
                 k = self.regrasps
