@@ -4,6 +4,9 @@ stepping, the learned and physics backends, backend choice, selection.
 The node converts the EvaluateCandidates request into plain data (joint names and positions, fact
 dicts, `ChunkInput`s, the joint state's age), calls `evaluate()` and copies the `Evaluation` into
 the response. Bad candidates are rejected one by one with a reason; the others are evaluated.
+Backend `auto`: the ensemble rolls out every candidate; physics replays only where the choice
+depends on a candidate the ensemble is unsure about (the would-be choice, or when it vetoes all,
+its most promising doubtful candidates), so a usual request costs one physics replay, not N.
 """
 from __future__ import annotations
 
@@ -154,19 +157,10 @@ class WorldModelCore:
                     results[i] = r
                 use["learned"] += len(plans)
                 if backend == "auto" and self.physics_factory is not None:
-                    doubtful = [i for i in plans if results[i].uncertainty > self.auto_uncertainty
-                                or abs(results[i].failure_score - self.threshold) < self.auto_margin]
-                    doubtful.sort(key=lambda i: -results[i].progress)
-                    doubtful = doubtful[:self.physics_max_candidates]
-                    if doubtful:
-                        checked = self._physics_results(belief, [plans[i] for i in doubtful], layout)
-                        for i, r in zip(doubtful, checked):
-                            r.uncertainty = results[i].uncertainty
-                            results[i] = r
-                        use["physics"] += len(doubtful)
-        sel = select([r.progress for r in results], [r.uncertainty for r in results],
-                     [r.failure_score for r in results], [r.violations for r in results],
-                     self.threshold, self.config.uncertainty_penalty, [r.failure_probability for r in results])
+                    replays = self._cross_check(belief, plans, results, layout)
+                    if replays:
+                        use["physics"] += replays
+        sel = self._select(results)
         for r, why in zip(results, sel.reasons):
             if why and not r.violations:
                 r.violations.append(f"vetoed: {why}")
@@ -175,6 +169,37 @@ class WorldModelCore:
         if sel.best_index < 0:
             msg += "; every candidate vetoed or rejected"
         return Evaluation(True, msg, results, sel.best_index, use, time.perf_counter() - t0)
+
+    def _select(self, results: list[CandidateResult]):
+        return select([r.progress for r in results], [r.uncertainty for r in results],
+                      [r.failure_score for r in results], [r.violations for r in results],
+                      self.threshold, self.config.uncertainty_penalty, [r.failure_probability for r in results])
+
+    def _doubtful(self, r: CandidateResult) -> bool:
+        return r.uncertainty > self.auto_uncertainty or abs(r.failure_score - self.threshold) < self.auto_margin
+
+    def _cross_check(self, belief: Belief, plans: dict[int, StepPlan], results: list, layout) -> int:
+        """Physics where the decision depends on it (auto): while the candidate the ensemble would
+        choose is one it is unsure about, replay it in physics and choose again; when the ensemble
+        vetoes everything, replay its doubtful vetoed candidates (most progress first) until one
+        passes. At most `physics_max_candidates` replays; returns how many ran."""
+        checked: set[int] = set()
+        while len(checked) < self.physics_max_candidates:
+            best = self._select(results).best_index
+            if best >= 0:
+                if best in checked or not self._doubtful(results[best]):
+                    break
+                i = best
+            else:
+                left = [j for j in plans if j not in checked and self._doubtful(results[j])]
+                if not left:
+                    break
+                i = max(left, key=lambda j: results[j].progress)
+            (r,) = self._physics_results(belief, [plans[i]], layout)
+            r.uncertainty = results[i].uncertainty
+            results[i] = r
+            checked.add(i)
+        return len(checked)
 
     def _rejected(self, start: np.ndarray, reason: str) -> CandidateResult:
         return CandidateResult(start.copy(), 0.0, 0.0, 1.0, [f"rejected: {reason}"], "rejected", 1.0)
