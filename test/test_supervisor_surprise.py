@@ -83,6 +83,10 @@ def test_surprise_after_a_chunk_is_an_object_moved_failure_and_the_cube_is_looke
     assert spin_until(ros_node, lambda: world_model.alive() and "world model ready" in world_model.log(), 90.0), \
         world_model.log()[-3000:]
     assert h.call(h.assert_fact, AssertFact.Request(fact=cube_fact(ros_node, START))).success
+    # the world model predicts from memory's snapshots: let the one with the cube reach it first (the
+    # supervisor accepts a goal about a searchable object before any snapshot names it)
+    assert spin_until(ros_node, cube_at(START), 10.0)
+    spin_until(ros_node, lambda: False, 1.0)
     handle = h.send_accepted("put red_cube in tray", task_id="t-surprise")
 
     # the first approach chunk "executes": meanwhile the cube's belief moves (nobody interrupts: validity off)

@@ -89,10 +89,10 @@ def run_isolated(fn: Callable, spec: Any, domain_id: int, timeout: float | None 
     receiver, sender = ctx.Pipe(duplex=False)
     start = time.monotonic()
     child = ctx.Process(target=_child_main, args=(sender, fn, spec, domain_id), name=f"job-domain-{domain_id}")
-    child.start()
-    sender.close()
-    with _live_lock:
+    with _live_lock:   # started and registered at once: an interrupt in between would miss it
+        child.start()
         _live.add(child)
+    sender.close()
     deadline = None if timeout is None else start + timeout
     status, payload = TIMEOUT, None
     try:
